@@ -1,0 +1,1 @@
+"""Study and experiment configuration: pydantic models, YAML loading, per-backend compatibility tables."""

@@ -1,0 +1,294 @@
+"""The study model: ExperimentConfig (one runnable experiment), ExecutionConfig, StudyConfig.
+
+Follows LLenergyMeasure v2.0's fields. Rules that concern one value live on the field; rules that concern several values
+(a backend section that does not match ``backend``, contradictory options, a precision the backend cannot run here) raise
+``invalid_combination`` errors, which the grid turns into skipped configs instead of collection errors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem
+from .platform import Platform, detect_platform
+
+Backend = Literal["pytorch", "vllm"]
+BACKENDS: tuple[str, ...] = ("pytorch", "vllm")
+Precision = Literal["fp32", "fp16", "bf16"]
+
+INVALID_COMBINATION = "invalid_combination"
+
+
+def invalid_combination(message: str) -> PydanticCustomError:
+    """An error that makes a configuration a skipped config rather than a broken file."""
+    return PydanticCustomError(INVALID_COMBINATION, message)
+
+
+def _platform(info: ValidationInfo) -> Platform:
+    context = info.context or {}
+    platform: Platform = context.get("platform") or detect_platform()
+    return platform
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CycleOrder(StrEnum):
+    """How cycles are laid out: A,A,B,B (sequential), A,B,A,B (interleaved), a fresh permutation per cycle (shuffled)."""
+
+    SEQUENTIAL = "sequential"
+    INTERLEAVED = "interleaved"
+    SHUFFLED = "shuffled"
+
+
+# Decoder presets from LLenergyMeasure; explicit keys win over the preset's.
+DECODER_PRESETS: dict[str, dict[str, Any]] = {
+    "deterministic": {"temperature": 0.0, "do_sample": False},
+    "standard": {"temperature": 1.0, "do_sample": True, "top_p": 0.95},
+    "creative": {"temperature": 0.8, "do_sample": True, "top_p": 0.9, "repetition_penalty": 1.1},
+    "factual": {"temperature": 0.3, "do_sample": True},
+}
+
+
+class DecoderConfig(_Strict):
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    do_sample: bool = True
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(1.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, ge=0.1, le=10.0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    min_new_tokens: int | None = Field(None, ge=1)
+    preset: Literal["deterministic", "standard", "creative", "factual"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in DECODER_PRESETS:
+            return {**DECODER_PRESETS[data["preset"]], **data}
+        return data
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or not self.do_sample
+
+
+class WarmupConfig(_Strict):
+    enabled: bool = True
+    n_warmup: int = Field(1, ge=1, description="untimed batches run before the measured window")
+    # The original forced >= 30 s (MLPerf Power's GPU floor); on CPUs that only adds waiting, so 0 is allowed.
+    thermal_floor_seconds: float = Field(0.0, ge=0.0)
+
+
+class BaselineConfig(_Strict):
+    enabled: bool = True
+    duration_seconds: float = Field(30.0, ge=5.0, le=120.0)
+
+
+class EnergyConfig(_Strict):
+    meter: Literal["auto", "zeus", "none"] = "auto"
+    gpu_indices: list[int] | None = None
+
+
+class DatasetConfig(_Strict):
+    """Prompts: a ``.jsonl`` file (``path``) or, without a path, the seeded synthetic generator."""
+
+    path: str | None = None
+    input_len: int = Field(64, ge=1, description="synthetic prompts: words per prompt")
+    seed: int | None = Field(None, description="synthetic prompts: seed (default: the experiment's random_seed)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if data == "synthetic":
+            return {}
+        if isinstance(data, str):
+            return {"path": data}
+        return data
+
+    @field_validator("path")
+    @classmethod
+    def _jsonl_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".jsonl"):
+            raise PydanticCustomError(
+                "dataset_path", "expected a .jsonl file (or 'synthetic', or a mapping {input_len, seed}), got {value}",
+                {"value": repr(value)},
+            )
+        return value
+
+    @property
+    def synthetic(self) -> bool:
+        return self.path is None
+
+
+class PyTorchConfig(_Strict):
+    """Options of the transformers backend; None means the library's own default."""
+
+    batch_size: int | None = Field(None, ge=1)
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] | None = None
+    torch_compile: bool | None = None
+    torch_compile_mode: str | None = None
+    torch_compile_backend: str | None = None
+    load_in_4bit: bool | None = None
+    load_in_8bit: bool | None = None
+    bnb_4bit_compute_dtype: Literal["float16", "bfloat16", "float32"] | None = None
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] | None = None
+    bnb_4bit_use_double_quant: bool | None = None
+    use_cache: bool | None = None
+    cache_implementation: Literal["static", "offloaded_static", "sliding_window"] | None = None
+    num_beams: int | None = Field(None, ge=1)
+    early_stopping: bool | None = None
+    length_penalty: float | None = None
+    no_repeat_ngram_size: int | None = Field(None, ge=0)
+    prompt_lookup_num_tokens: int | None = Field(None, ge=1)
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None
+    revision: str | None = None
+    trust_remote_code: bool | None = None
+
+    @model_validator(mode="after")
+    def _contradictions(self, info: ValidationInfo) -> PyTorchConfig:
+        if self.load_in_4bit and self.load_in_8bit:
+            raise invalid_combination("load_in_4bit and load_in_8bit are both true; choose one")
+        if (self.torch_compile_mode or self.torch_compile_backend) and not self.torch_compile:
+            raise invalid_combination("torch_compile_mode/torch_compile_backend need torch_compile: true")
+        bnb = [k for k in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant")
+               if getattr(self, k) is not None]
+        if bnb and not self.load_in_4bit:
+            raise invalid_combination(f"{', '.join(bnb)} need load_in_4bit: true")
+        if self.cache_implementation is not None and self.use_cache is False:
+            raise invalid_combination("cache_implementation is set but use_cache is false")
+        if _platform(info) == "cpu":
+            for key, why in PYTORCH_CUDA_ONLY.items():
+                if getattr(self, key):
+                    raise invalid_combination(f"{key}: {why}, and this machine has none")
+            if self.attn_implementation in PYTORCH_CUDA_ONLY_ATTENTION:
+                raise invalid_combination(f"attn_implementation {self.attn_implementation} needs a CUDA GPU")
+        return self
+
+
+class VLLMEngineConfig(BaseModel):
+    """Keyword arguments of ``vllm.LLM``; keys not listed here are passed through to vLLM as written."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
+    swap_space: float | None = Field(None, ge=0)
+    cpu_offload_gb: float | None = Field(None, ge=0)
+    block_size: int | None = Field(None, ge=1)
+    kv_cache_dtype: str | None = None
+    enforce_eager: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    max_model_len: int | None = Field(None, ge=1)
+    tensor_parallel_size: int | None = Field(None, ge=1)
+    pipeline_parallel_size: int | None = Field(None, ge=1)
+    enable_prefix_caching: bool | None = None
+    quantization: str | None = None
+    kv_cache_memory_bytes: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _contradictions(self) -> VLLMEngineConfig:
+        if self.kv_cache_memory_bytes is not None and self.gpu_memory_utilization is not None:
+            raise invalid_combination("kv_cache_memory_bytes and gpu_memory_utilization both size the KV cache; set one")
+        return self
+
+
+class VLLMSamplingConfig(BaseModel):
+    """Extra ``SamplingParams`` fields; keys not listed here are passed through to vLLM as written."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    max_tokens: int | None = Field(None, ge=1)
+    min_tokens: int | None = Field(None, ge=0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    ignore_eos: bool | None = None
+    n: int | None = Field(None, ge=1)
+
+
+class VLLMBeamSearchConfig(_Strict):
+    beam_width: int | None = Field(None, ge=1)
+    length_penalty: float | None = None
+    early_stopping: bool | None = None
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class VLLMConfig(_Strict):
+    engine: VLLMEngineConfig | None = None
+    sampling: VLLMSamplingConfig | None = None
+    beam_search: VLLMBeamSearchConfig | None = None
+
+    @model_validator(mode="after")
+    def _contradictions(self) -> VLLMConfig:
+        if self.beam_search is not None and self.sampling is not None:
+            raise invalid_combination("beam_search and sampling are alternatives; set one")
+        return self
+
+
+class ExperimentConfig(_Strict):
+    """One fully specified experiment: what to run, on which backend, with which settings."""
+
+    id: str | None = Field(None, pattern=r"^[\w.+-]+$", description="the experiment's own test id (not hashed)")
+    model: str = Field(min_length=1)
+    backend: Backend = "pytorch"
+    n: int = Field(100, ge=1, description="number of prompts")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    precision: Precision = "bf16"
+    random_seed: int = 42
+    max_input_tokens: int = Field(512, ge=1)
+    max_output_tokens: int = Field(128, ge=1)
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    pytorch: PyTorchConfig | None = None
+    vllm: VLLMConfig | None = None
+    passthrough_kwargs: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _cross_field(self, info: ValidationInfo) -> ExperimentConfig:
+        for section in BACKENDS:
+            if section != self.backend and getattr(self, section) is not None:
+                raise invalid_combination(f"{section}: a {section} section is given but backend is {self.backend}")
+        if self.passthrough_kwargs:
+            clashes = sorted(set(self.passthrough_kwargs) & set(type(self).model_fields))
+            if clashes:
+                raise invalid_combination(f"passthrough_kwargs: repeats experiment fields {', '.join(clashes)}")
+        problem = precision_problem(self.backend, self.precision, _platform(info))
+        if problem:
+            raise invalid_combination(problem)
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        return (self.pytorch.batch_size if self.pytorch else None) or 1
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this experiment this experiment: every setting, defaults included, but not its display id."""
+        return self.model_dump(mode="json", exclude={"id"})
+
+
+class ExecutionConfig(_Strict):
+    """How a study's items are ordered and paced. Defaults are conservative; the plugin's effective defaults differ."""
+
+    n_cycles: int = Field(1, ge=1)
+    cycle_order: CycleOrder = CycleOrder.SEQUENTIAL
+    config_gap_seconds: float | None = Field(None, ge=0.0)
+    cycle_gap_seconds: float | None = Field(None, ge=0.0)
+    shuffle_seed: int | None = None
+
+
+class StudyConfig(_Strict):
+    """A loaded study: its unique experiments (before cycling), how to execute them, and what was skipped."""
+
+    name: str | None = None
+    experiments: list[ExperimentConfig] = Field(min_length=1)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    study_design_hash: str | None = None
+    skipped_configs: list[dict[str, Any]] = Field(default_factory=list)

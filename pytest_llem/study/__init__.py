@@ -1,0 +1,1 @@
+"""Grid expansion, design hashes, cycle order and experiment ids (pure; no pytest)."""
