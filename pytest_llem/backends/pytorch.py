@@ -1,0 +1,222 @@
+"""Backend ``pytorch``: Hugging Face transformers ``generate`` on CUDA when available, else CPU.
+
+torch and transformers are imported inside the methods: importing this module costs nothing at collection.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..config.models import ExperimentConfig, PyTorchConfig
+from ..workload.models import ResolvedModel
+from .base import GenerationResult, PeakMemory
+from .memory import peak_rss_mb, reset_peak_rss
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_GENERATE_OPTIONS = ("use_cache", "cache_implementation", "num_beams", "early_stopping", "length_penalty",
+                     "no_repeat_ngram_size", "prompt_lookup_num_tokens")
+
+
+@dataclass
+class _Batch:
+    encoding: Any  # BatchEncoding on the model's device
+    input_tokens: int  # real tokens, padding excluded
+
+
+def _step_clock() -> Any:
+    """A stopping criterion that never stops: it records when each decoding step produced its tokens."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StepClock(StoppingCriteria):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+            if input_ids.is_cuda:
+                torch.cuda.synchronize(input_ids.device)  # the step's tokens exist only once the device says so
+            self.times.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+    return StepClock()
+
+
+class PyTorchBackend:
+    name = "pytorch"
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device = "cpu"
+        self.config: ExperimentConfig | None = None
+        self._non_embedding_params = 0
+        self._eos_ids: set[int] = set()
+        self._rss_resettable = False
+
+    # ------------------------------------------------------------------------------------------------------ load
+    def load(self, config: ExperimentConfig, model: ResolvedModel) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        section = config.pytorch or PyTorchConfig()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        common = {k: v for k, v in (("revision", section.revision),
+                                    ("trust_remote_code", section.trust_remote_code)) if v is not None}
+        self.tokenizer = AutoTokenizer.from_pretrained(model.location, **common)
+        self.tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, DTYPES[config.precision]), **common}
+        for key in ("attn_implementation", "device_map", "max_memory"):
+            if getattr(section, key) is not None:
+                kwargs[key] = getattr(section, key)
+        quantization = _quantization_config(section)
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
+        kwargs.update(config.passthrough_kwargs or {})
+        self.model = AutoModelForCausalLM.from_pretrained(model.location, **kwargs)
+        if "device_map" not in kwargs and quantization is None:
+            self.model.to(self.device)
+        self.model.eval()
+        if section.torch_compile:
+            compile_kwargs = {k: v for k, v in (("mode", section.torch_compile_mode),
+                                                ("backend", section.torch_compile_backend)) if v is not None}
+            self.model.forward = torch.compile(self.model.forward, **compile_kwargs)
+
+        self._non_embedding_params = sum(p.numel() for n, p in self.model.named_parameters() if "embed" not in n)
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+
+    # --------------------------------------------------------------------------------------------------- prepare
+    def prepare(self, prompts: list[str]) -> list[_Batch]:
+        assert self.config is not None
+        size = self.config.batch_size
+        batches = []
+        for start in range(0, len(prompts), size):
+            encoding = self.tokenizer(prompts[start:start + size], return_tensors="pt", padding=True,
+                                      truncation=True, max_length=self.config.max_input_tokens)
+            real = int(encoding["attention_mask"].sum())
+            batches.append(_Batch(encoding.to(self.model.device), real))
+        return batches
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        assert self.config is not None
+        decoder = self.config.decoder
+        section = self.config.pytorch or PyTorchConfig()
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.config.max_output_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": decoder.repetition_penalty,
+        }
+        if decoder.min_new_tokens is not None:
+            kwargs["min_new_tokens"] = min(decoder.min_new_tokens, self.config.max_output_tokens)
+        if decoder.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        else:
+            kwargs.update(do_sample=True, temperature=decoder.temperature, top_k=decoder.top_k, top_p=decoder.top_p)
+            if decoder.min_p is not None:
+                kwargs["min_p"] = decoder.min_p
+        for key in _GENERATE_OPTIONS:
+            if getattr(section, key) is not None:
+                kwargs[key] = getattr(section, key)
+        return kwargs
+
+    # ---------------------------------------------------------------------------------------------------- warmup
+    def warmup(self, prepared: list[_Batch], n_batches: int) -> None:
+        import torch
+
+        kwargs = self._generate_kwargs()
+        with torch.inference_mode():
+            for i in range(n_batches):
+                self.model.generate(**prepared[i % len(prepared)].encoding, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------- the window
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def reset_peak_memory(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._rss_resettable = reset_peak_rss()
+
+    def peak_memory(self) -> PeakMemory:
+        if self.device == "cuda":
+            import torch
+
+            return PeakMemory(torch.cuda.max_memory_allocated() / 2**20, "torch.cuda.max_memory_allocated")
+        if self._rss_resettable:
+            return PeakMemory(peak_rss_mb(), "peak RSS of the process during the window (VmHWM)")
+        return PeakMemory(peak_rss_mb(), "peak RSS of the process since it started (VmHWM could not be reset)")
+
+    def generate(self, prepared: list[_Batch]) -> GenerationResult:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        assert self.config is not None
+        kwargs = self._generate_kwargs()
+        torch.manual_seed(self.config.random_seed)
+        result = GenerationResult(input_tokens=0, output_tokens=0)
+        with torch.inference_mode():
+            for batch in prepared:
+                clock = _step_clock()
+                start = time.perf_counter()
+                output = self.model.generate(**batch.encoding, **kwargs,
+                                             stopping_criteria=StoppingCriteriaList([clock]))
+                self._account(result, batch, output, start, clock.times)
+                if result.sample_output is None:
+                    result.sample_output = self._sample_text(batch, output)
+        total = result.input_tokens + result.output_tokens
+        result.flops_estimate = 2.0 * self._non_embedding_params * total
+        return result
+
+    def _account(self, result: GenerationResult, batch: _Batch, output: Any, start: float,
+                 steps: list[float]) -> None:
+        prompt_len = batch.encoding["input_ids"].shape[1]
+        result.input_tokens += batch.input_tokens
+        for row in output[:, prompt_len:].tolist():
+            length = next((i + 1 for i, token in enumerate(row) if token in self._eos_ids), len(row))
+            result.output_tokens += length
+            if steps and length:
+                result.ttft_s.append(steps[0] - start)
+                usable = steps[:length]
+                result.itl_s.extend(b - a for a, b in zip(usable, usable[1:], strict=False))
+
+    def _sample_text(self, batch: _Batch, output: Any) -> str:
+        prompt_len = batch.encoding["input_ids"].shape[1]
+        text: str = self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+        return text[:200]
+
+    def close(self) -> None:
+        self.model = None
+        self.tokenizer = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _quantization_config(section: PyTorchConfig) -> Any:
+    if not (section.load_in_4bit or section.load_in_8bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    options: dict[str, Any] = {"load_in_4bit": bool(section.load_in_4bit), "load_in_8bit": bool(section.load_in_8bit)}
+    for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant"):
+        if getattr(section, key) is not None:
+            options[key] = getattr(section, key)
+    return BitsAndBytesConfig(**options)

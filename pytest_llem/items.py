@@ -1,0 +1,172 @@
+"""The pytest face of a study: a File that yields one Item per (experiment, cycle), and one skipped Item per invalid config.
+
+Thin by design: loading, expanding and running are library calls; this module only translates them into pytest terms.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .backends import check_available
+from .config.loader import load_study
+from .config.models import ExperimentConfig
+from .errors import BackendUnavailableError, LlemError, PhaseError
+from .results.schema import ItemResult
+from .results.session import SessionResults, StudyOverview
+from .study.grid import SkippedConfig, apply_cycles, compute_config_hash, number_cycles
+from .study.ids import experiment_ids
+
+STUDY_GLOBS = ("study_*.yaml", "study_*.yml")
+RESULT_PROPERTY = "llem_result"
+ITEM_PROPERTY = "llem_item"
+session_key = pytest.StashKey[SessionResults]()
+
+
+def is_study_file(path: Path) -> bool:
+    return any(path.match(glob) for glob in STUDY_GLOBS)
+
+
+def execution_options(config: pytest.Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(command line, ini) layers of the execution settings; unset values are None."""
+    command_line = {
+        "n_cycles": config.getoption("llem_cycles"),
+        "cycle_order": config.getoption("llem_cycle_order"),
+        "shuffle_seed": config.getoption("llem_shuffle_seed"),
+    }
+    ini = {"n_cycles": config.getini("llem_cycles") or None, "cycle_order": config.getini("llem_cycle_order") or None}
+    return command_line, ini
+
+
+def cache_dir(config: pytest.Config) -> Path | None:
+    value = config.getoption("llem_cache_dir") or config.getini("llem_cache_dir")
+    return Path(value).expanduser() if value else None
+
+
+class StudyFile(pytest.File):
+    """One ``study_*.yaml``: loads and expands it, then yields its items in cycle order."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        command_line, ini = execution_options(self.config)
+        study = load_study(self.path, command_line=command_line, ini=ini)
+        assert study.study_design_hash is not None
+        ids = experiment_ids(study.experiments)
+        id_of = {id(exp): eid for exp, eid in zip(study.experiments, ids, strict=True)}
+        execution = study.execution
+        skipped = [SkippedConfig(s["raw_config"], s["reason"], s["errors"]) for s in study.skipped_configs]
+        invalid_names = [f"invalid-{k}[{_label(s)}]" for k, s in enumerate(skipped, start=1)]
+        self.config.stash[session_key].add_study(StudyOverview(
+            path=self.nodeid, study_design_hash=study.study_design_hash, experiment_ids=ids,
+            n_cycles=execution.n_cycles, cycle_order=str(execution.cycle_order),
+            skipped=[(name, s.reason) for name, s in zip(invalid_names, skipped, strict=True)],
+        ))
+        sequence = apply_cycles(study.experiments, execution.n_cycles, execution.cycle_order,
+                                study.study_design_hash, execution.shuffle_seed)
+        for experiment, cycle in number_cycles(sequence):
+            eid = id_of[id(experiment)]
+            yield ExperimentItem.from_parent(self, name=f"{eid}[cycle{cycle}]", experiment=experiment,
+                                             experiment_id=eid, cycle=cycle,
+                                             study_design_hash=study.study_design_hash)
+        for name, config in zip(invalid_names, skipped, strict=True):
+            yield InvalidConfigItem.from_parent(self, name=name, skipped=config)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, LlemError):
+            return str(excinfo.value)  # the user's mistake, in their words: no traceback
+        return super().repr_failure(excinfo, style)
+
+
+def _label(skipped: SkippedConfig) -> str:
+    return skipped.short_label.replace(", ", "-")
+
+
+class ExperimentItem(pytest.Item):
+    """One cycle of one experiment: runs real inference and reports its measurements."""
+
+    def __init__(self, *, experiment: ExperimentConfig, experiment_id: str, cycle: int, study_design_hash: str,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.experiment = experiment
+        self.experiment_id = experiment_id
+        self.cycle = cycle
+        self.study_design_hash = study_design_hash
+        self.extra_keyword_matches.add(experiment.backend)  # `-k vllm` selects exactly the vLLM items
+        self.add_marker(experiment.backend)
+        try:
+            check_available(experiment.backend)
+        except BackendUnavailableError as exc:
+            self.add_marker(pytest.mark.skip(reason=str(exc)))
+        self.user_properties.append((ITEM_PROPERTY, json.dumps(
+            {"study": self.parent.nodeid if self.parent else "", "experiment_id": experiment_id, "cycle": cycle})))
+
+    def runtest(self) -> None:
+        from .runner.execute import run_experiment  # the runner pulls in the backends' machinery only when work starts
+
+        started = time.time()
+        metrics = run_experiment(self.experiment, study_dir=self.path.parent, cache_dir=cache_dir(self.config))
+        result = ItemResult(
+            study=self.parent.nodeid if self.parent else str(self.path),
+            study_design_hash=self.study_design_hash,
+            experiment_id=self.experiment_id,
+            config_hash=compute_config_hash(self.experiment),
+            cycle=self.cycle,
+            backend=self.experiment.backend,
+            model=self.experiment.model,
+            config=self.experiment.identity(),
+            metrics=metrics,
+            started_at=started,
+            finished_at=time.time(),
+        )
+        # Results travel with the test report, so they reach the controller the same way under xdist.
+        self.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        error = excinfo.value
+        if isinstance(error, PhaseError):
+            frame = error.cause.__traceback__
+            while frame is not None and frame.tb_next is not None:
+                frame = frame.tb_next
+            where = f"\n  raised at {frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
+            return (f"{self.experiment_id} cycle {self.cycle} ({self.experiment.backend}, {self.experiment.model}): "
+                    f"{error}{where}")
+        if isinstance(error, LlemError):
+            return f"{self.experiment_id} cycle {self.cycle}: {error}"
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"{self.experiment_id} cycle {self.cycle}"
+
+
+class InvalidConfigItem(pytest.Item):
+    """A generated combination that failed validation: reported once, as a skip with its reason."""
+
+    def __init__(self, *, skipped: SkippedConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.skipped = skipped
+        backend = skipped.raw_config.get("backend")
+        if isinstance(backend, str):
+            self.extra_keyword_matches.add(backend)
+        self.add_marker(pytest.mark.skip(reason=f"invalid config: {skipped.reason}"))
+
+    def runtest(self) -> None:  # never reached: the skip marker stops it in setup
+        raise AssertionError("an invalid config cannot run")
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"invalid config {self.skipped.short_label}"
+
+
+def record_report(results: SessionResults, report: pytest.TestReport) -> None:
+    """Take an item's result (or failure) out of its report; the same path serves reports from xdist workers."""
+    properties: Mapping[str, Any] = dict(report.user_properties)
+    if ITEM_PROPERTY not in properties:
+        return
+    if report.when == "call" and report.passed and RESULT_PROPERTY in properties:
+        results.add_result(ItemResult.model_validate_json(properties[RESULT_PROPERTY]))
+    elif report.failed:
+        item = json.loads(properties[ITEM_PROPERTY])
+        results.add_failure(item["study"], item["experiment_id"])

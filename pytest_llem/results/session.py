@@ -1,0 +1,71 @@
+"""What one pytest session learned: the studies it collected and the results its items reported."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .schema import ItemResult
+from .stats import Summary
+
+# Metrics summarised per experiment in the table and (later) in summary files.
+SUMMARY_METRICS = ("tokens_per_s", "output_tokens", "duration_s", "ttft_s.mean", "itl_s.p50", "peak_memory_mb")
+
+
+@dataclass
+class StudyOverview:
+    """A collected study: enough to print its header line and to lay out its table."""
+
+    path: str
+    study_design_hash: str
+    experiment_ids: list[str]
+    n_cycles: int
+    cycle_order: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, reason)
+
+    def header_line(self) -> str:
+        n = len(self.experiment_ids)
+        return (f"{self.path} [{self.study_design_hash}]: {n} configs x {self.n_cycles} cycles = "
+                f"{n * self.n_cycles} items ({len(self.skipped)} skipped)")
+
+
+@dataclass
+class ExperimentSummary:
+    experiment_id: str
+    cycles_passed: int
+    cycles_failed: int
+    metrics: dict[str, Summary]
+
+
+@dataclass
+class SessionResults:
+    studies: dict[str, StudyOverview] = field(default_factory=dict)
+    results: list[ItemResult] = field(default_factory=list)
+    failures: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+    def add_study(self, overview: StudyOverview) -> None:
+        self.studies[overview.path] = overview
+
+    def add_result(self, result: ItemResult) -> None:
+        self.results.append(result)
+
+    def add_failure(self, study: str, experiment_id: str) -> None:
+        self.failures[(study, experiment_id)] += 1
+
+    def summarise(self, study: str) -> list[ExperimentSummary]:
+        """One summary per experiment that ran (passed or failed), in the study's experiment order."""
+        by_experiment: dict[str, list[ItemResult]] = defaultdict(list)
+        for result in self.results:
+            if result.study == study:
+                by_experiment[result.experiment_id].append(result)
+        overview = self.studies.get(study)
+        order = overview.experiment_ids if overview else sorted(by_experiment)
+        rows = []
+        for experiment_id in order:
+            done = by_experiment.get(experiment_id, [])
+            failed = self.failures.get((study, experiment_id), 0)
+            if not done and not failed:
+                continue
+            metrics = {m: Summary.of([r.value(m) for r in done]) for m in SUMMARY_METRICS}
+            rows.append(ExperimentSummary(experiment_id, len(done), failed, metrics))
+        return rows

@@ -1,0 +1,1 @@
+"""Running one experiment: model, prompts, backend phases and the measured window."""

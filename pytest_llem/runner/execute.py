@@ -1,0 +1,85 @@
+"""Run one experiment: resolve the model, make prompts, load, warm up, then measure the window (generate only)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..backends import get_backend
+from ..backends.base import Backend
+from ..config.models import ExperimentConfig
+from ..errors import PhaseError
+from ..results.schema import LatencyStats, Metrics
+from ..workload.models import resolve_model
+from ..workload.prompts import load_prompts
+
+BackendFactory = Callable[[str], Backend]
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Name the phase in any failure, so the item reads "load failed: …" rather than a bare traceback."""
+    try:
+        yield
+    except PhaseError:
+        raise
+    except Exception as exc:
+        raise PhaseError(name, exc) from exc
+
+
+def run_experiment(config: ExperimentConfig, *, study_dir: Path | None = None, cache_dir: Path | None = None,
+                   backend_factory: BackendFactory = get_backend) -> Metrics:
+    """Run ``config`` once and measure it. Raises PhaseError naming the phase that failed."""
+    with phase("model"):
+        model = resolve_model(config.model, cache_dir=cache_dir)
+    with phase("prompts"):
+        prompts = load_prompts(config.dataset, config.n, seed=config.random_seed, base_dir=study_dir)
+    backend = backend_factory(config.backend)
+    try:
+        started = time.perf_counter()
+        with phase("load"):
+            backend.load(config, model)
+            prepared = backend.prepare(prompts)
+        loaded = time.perf_counter()
+        with phase("warmup"):
+            if config.warmup.enabled:
+                backend.warmup(prepared, config.warmup.n_warmup)
+                backend.synchronize()
+                time.sleep(config.warmup.thermal_floor_seconds)
+        warmed = time.perf_counter()
+        with phase("generate"):
+            backend.reset_peak_memory()
+            backend.synchronize()
+            window_start = time.perf_counter()
+            generation = backend.generate(prepared)
+            backend.synchronize()
+            duration = time.perf_counter() - window_start
+            memory = backend.peak_memory()
+    finally:
+        backend.close()
+
+    unavailable = dict(generation.unavailable)
+    if memory.mb is None:
+        unavailable["peak_memory_mb"] = memory.source
+    if not generation.ttft_s:
+        unavailable.setdefault("ttft_s", "no sequence produced a token")
+    if not generation.itl_s:
+        unavailable.setdefault("itl_s", "no sequence produced more than one token")
+    return Metrics(
+        input_tokens=generation.input_tokens,
+        output_tokens=generation.output_tokens,
+        duration_s=duration,
+        tokens_per_s=generation.output_tokens / duration if duration > 0 else None,
+        ttft_s=LatencyStats.of(generation.ttft_s),
+        itl_s=LatencyStats.of(generation.itl_s),
+        peak_memory_mb=memory.mb,
+        peak_memory_source=memory.source,
+        flops_estimate=generation.flops_estimate,
+        load_s=loaded - started,
+        warmup_s=warmed - loaded,
+        unavailable=unavailable,
+        sample_output=generation.sample_output,
+    )
+

@@ -1,0 +1,1 @@
+"""What an experiment runs: the model it loads and the prompts it feeds."""
