@@ -16,7 +16,7 @@ import pytest
 from .backends import check_available
 from .config.loader import load_study
 from .config.models import ExperimentConfig
-from .errors import BackendUnavailableError, LlemError, PhaseError
+from .errors import BackendUnavailableError, ConfigError, LlemError, PhaseError
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
 from .study.grid import SkippedConfig, apply_cycles, compute_config_hash, number_cycles
@@ -76,8 +76,11 @@ class StudyFile(pytest.File):
             yield InvalidConfigItem.from_parent(self, name=name, skipped=config)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, LlemError):
-            return str(excinfo.value)  # the user's mistake, in their words: no traceback
+        error = excinfo.value
+        if isinstance(error, ConfigError) and error.file == self.path:
+            return str(ConfigError(error.message, file=self.nodeid, key=error.key))  # short path, no traceback
+        if isinstance(error, LlemError):
+            return str(error)
         return super().repr_failure(excinfo, style)
 
 

@@ -56,7 +56,7 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     lines = render_session(config.stash[session_key])
-    if lines:
+    if lines and not config.option.collectonly:
         terminalreporter.write_sep("=", "pytest-llem summary")
         for line in lines:
             terminalreporter.write_line(line)

@@ -44,6 +44,8 @@ def resolve_execution(raw_execution: Any, *, command_line: Mapping[str, Any] | N
     """Command line > study ``execution:`` > ini > effective defaults, validated as one ExecutionConfig."""
     if raw_execution is not None and not isinstance(raw_execution, Mapping):
         raise ConfigError("expected a mapping (n_cycles, cycle_order, …)", file=path, key="execution")
+    if raw_execution:
+        _validate_execution(raw_execution, "execution", path)  # wrong even where the command line overrides it
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("defaults", EFFECTIVE_EXECUTION_DEFAULTS),
         ("ini", ini or {}),
@@ -57,12 +59,16 @@ def resolve_execution(raw_execution: Any, *, command_line: Mapping[str, Any] | N
             if value is not None:
                 merged[key] = value
                 origin[key] = name
+    return _validate_execution(merged, origin, path)
+
+
+def _validate_execution(values: Mapping[str, Any], origin: Mapping[str, str] | str, path: Path | None) -> ExecutionConfig:
     try:
-        return ExecutionConfig.model_validate(merged)
+        return ExecutionConfig.model_validate(values)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         field = str(error["loc"][0]) if error["loc"] else ""
-        source = origin.get(field, "execution")
+        source = origin if isinstance(origin, str) else origin.get(field, "execution")
         key = key_path(("execution", *error["loc"])) if source == "execution" else f"{field} (from the {source})"
         raise ConfigError(describe(error, root=ExecutionConfig), file=path, key=key) from None
 
@@ -76,10 +82,14 @@ def load_study(path: Path, *, command_line: Mapping[str, Any] | None = None, ini
     execution = resolve_execution(raw.get("execution"), command_line=command_line, ini=ini, path=path)
     experiments, skipped = expand_grid(raw, path, platform=platform)
     name = raw.get("name")
-    return StudyConfig(
-        name=str(name) if name is not None else path.stem,
-        experiments=experiments,
-        execution=execution,
-        study_design_hash=compute_study_design_hash(experiments),
-        skipped_configs=[s.to_dict() for s in skipped],
+    # Validated experiments keep the platform they were judged for (pydantic re-runs their checks here).
+    return StudyConfig.model_validate(
+        {
+            "name": str(name) if name is not None else path.stem,
+            "experiments": experiments,
+            "execution": execution,
+            "study_design_hash": compute_study_design_hash(experiments),
+            "skipped_configs": [s.to_dict() for s in skipped],
+        },
+        context={"platform": platform},
     )

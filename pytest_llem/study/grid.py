@@ -114,13 +114,15 @@ def _load_base(base: Any, study_path: Path | None) -> dict[str, Any]:
         return {}
     if not isinstance(base, str | Path):
         raise ConfigError(f"expected a path to an experiment file, got {base!r}", file=study_path, key="base")
-    path = Path(base).expanduser()
+    path = Path(base)
     if not path.is_absolute() and study_path is not None:
         path = study_path.parent / path
     if not path.is_file():
-        raise ConfigError(f"base: file not found: {path}", file=study_path, key="base")
+        raise ConfigError(f"file not found: {path}", file=study_path, key="base")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read base file {path}: {exc}", file=study_path, key="base") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"base file {path} is not valid YAML: {exc}", file=study_path, key="base") from None
     if not isinstance(data, dict):

@@ -60,13 +60,20 @@ _MISSING = object()
 
 
 def _deduplicate(ids: list[str]) -> list[str]:
+    """Number repeated ids like pytest does (``x-0``, ``x-1``), skipping numbers another id already uses."""
     counts = Counter(ids)
-    seen: Counter[str] = Counter()
+    taken = set(ids)
+    next_number: Counter[str] = Counter()
     out = []
     for id_ in ids:
-        if counts[id_] > 1:
-            out.append(f"{id_}-{seen[id_]}")
-            seen[id_] += 1
-        else:
+        if counts[id_] == 1:
             out.append(id_)
+            continue
+        candidate = f"{id_}-{next_number[id_]}"
+        while candidate in taken:
+            next_number[id_] += 1
+            candidate = f"{id_}-{next_number[id_]}"
+        next_number[id_] += 1
+        taken.add(candidate)
+        out.append(candidate)
     return out

@@ -154,12 +154,17 @@ def _materialise_builtin(name: str, cache_dir: Path) -> Path:
     recipe = _BUILTINS.get(name)
     if recipe is None:
         known = ", ".join(BUILTIN_PREFIX + known_name for known_name in BUILTIN_MODELS)
-        raise ModelNotFoundError(f"unknown built-in model {BUILTIN_PREFIX}{name!r}; known built-ins: {known}")
-    root = cache_dir.expanduser().resolve() / "builtin"
+        raise ModelNotFoundError(f"unknown built-in model {BUILTIN_PREFIX + name!r}; known built-ins: {known}")
+    root = Path(cache_dir).expanduser().resolve() / "builtin"
     target = root / f"{name}-v{recipe.version}"
     if _is_complete(target):  # the common case: no lock, no heavy import
         return target
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"cannot create the cache folder for built-in models {root}: {exc}; set LLEM_CACHE_DIR to a writable folder"
+        ) from exc
     with _exclusive_lock(root / f"{name}.lock") as locked:
         if _is_complete(target):  # another process built it while we waited for the lock
             return target
@@ -209,6 +214,7 @@ def _build_into(name: str, recipe: _Builtin, target: Path) -> None:
     started = time.monotonic()
     log.info("building built-in model %s%s into %s (once per cache folder)", BUILTIN_PREFIX, name, target)
     temp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
+    temp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         recipe.build(temp)
         marker = {"spec": BUILTIN_PREFIX + name, "version": recipe.version, "built_at": time.time()}
@@ -378,12 +384,13 @@ def _build_smollm2(folder: Path) -> None:
     gguf_path = _smollm2_gguf()
     _import_or_explain((*_HF_STACK, "gguf"), "builtin:smollm2-135m", _SMOLLM2_HINT)
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     source, gguf_file = str(gguf_path.parent), gguf_path.name
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)  # ~30 s
     # save_pretrained refuses a gguf-loaded model: copy its weights into a plain model of the same config.
     config = copy.deepcopy(loaded.config)
+    assert isinstance(config, LlamaConfig), type(config)  # the gguf holds a llama-architecture model
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = LlamaForCausalLM(config)

@@ -1,0 +1,13 @@
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def llem_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built-in models are materialised once per test session (or where LLEM_CACHE_DIR points, to reuse them)."""
+    preset = os.environ.get("LLEM_CACHE_DIR")
+    path = Path(preset) if preset else tmp_path_factory.mktemp("llem-cache")
+    os.environ["LLEM_CACHE_DIR"] = str(path)
+    return path

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def heavy_modules_loaded_once(llem_cache_dir: Path) -> None:
+    """pytester's in-process runs drop the modules first imported inside them, and torch/transformers cannot be
+    imported twice in one process: run one real experiment first, so every module the backend needs is loaded."""
+    from pytest_llem.config.models import ExperimentConfig
+    from pytest_llem.runner.execute import run_experiment
+
+    run_experiment(
+        ExperimentConfig(model="builtin:tiny-llama", precision="fp32", n=1, max_output_tokens=2),
+        cache_dir=llem_cache_dir,
+    )

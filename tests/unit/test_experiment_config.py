@@ -1,0 +1,276 @@
+"""ExperimentConfig: field rules, decoder presets, dataset forms and the cross-field ``invalid_combination`` rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from pytest_llem import ExperimentConfig
+
+INVALID_COMBINATION = "invalid_combination"
+
+
+def make(platform: str = "cuda", **fields: Any) -> ExperimentConfig:
+    """A validated experiment; the platform is always explicit so the tests do not depend on this machine."""
+    return ExperimentConfig.model_validate({"model": "org/model", **fields}, context={"platform": platform})
+
+
+def errors_of(platform: str = "cuda", **fields: Any) -> list[dict[str, Any]]:
+    with pytest.raises(ValidationError) as excinfo:
+        make(platform, **fields)
+    return list(excinfo.value.errors())
+
+
+def assert_invalid_combination(platform: str = "cuda", *, mentions: str, **fields: Any) -> None:
+    errors = errors_of(platform, **fields)
+    assert [e["type"] for e in errors] == [INVALID_COMBINATION], errors
+    assert mentions in errors[0]["msg"]
+
+
+# --------------------------------------------------------------------------------------------------------- plain fields
+
+
+def test_defaults() -> None:
+    exp = make()
+    assert exp.backend == "pytorch"
+    assert exp.n == 100
+    assert exp.precision == "bf16"
+    assert exp.random_seed == 42
+    assert exp.max_input_tokens == 512
+    assert exp.max_output_tokens == 128
+    assert exp.pytorch is None
+    assert exp.vllm is None
+    assert exp.dataset.synthetic
+    assert exp.batch_size == 1
+
+
+def test_model_is_required() -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        ExperimentConfig.model_validate({}, context={"platform": "cuda"})
+    assert excinfo.value.errors()[0]["type"] == "missing"
+    assert excinfo.value.errors()[0]["loc"] == ("model",)
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"precison": "fp16"}, ("precison",)),
+        ({"decoder": {"temprature": 0.5}}, ("decoder", "temprature")),
+        ({"pytorch": {"batchsize": 4}}, ("pytorch", "batchsize")),
+        ({"backend": "vllm", "vllm": {"engines": {}}}, ("vllm", "engines")),
+        ({"warmup": {"n_warmups": 2}}, ("warmup", "n_warmups")),
+        ({"model_name": "gpt2"}, ("model_name",)),
+    ],
+)
+def test_extra_keys_forbidden(fields: dict[str, Any], loc: tuple[str, ...]) -> None:
+    errors = errors_of(**fields)
+    assert errors[0]["type"] == "extra_forbidden"
+    assert errors[0]["loc"] == loc
+
+
+def test_vllm_engine_passes_unknown_keys_through() -> None:
+    exp = make(backend="vllm", vllm={"engine": {"max_num_seqs": 8, "seed_offset": 3}})
+    assert exp.vllm is not None and exp.vllm.engine is not None
+    assert exp.vllm.engine.max_num_seqs == 8
+    assert exp.vllm.engine.model_extra == {"seed_offset": 3}
+
+
+@pytest.mark.parametrize(
+    "fields", [{"n": 0}, {"precision": "int8"}, {"backend": "tensorrt"}, {"model": ""}, {"id": "has space"}]
+)
+def test_field_rules(fields: dict[str, Any]) -> None:
+    errors = errors_of(**fields)
+    assert errors[0]["type"] != INVALID_COMBINATION
+
+
+def test_batch_size_property() -> None:
+    assert make(pytorch={"batch_size": 8}).batch_size == 8
+    assert make(pytorch={}).batch_size == 1
+
+
+# ------------------------------------------------------------------------------------------------------------- decoder
+
+
+def test_decoder_preset_expands() -> None:
+    decoder = make(decoder={"preset": "creative"}).decoder
+    assert decoder.temperature == 0.8
+    assert decoder.do_sample is True
+    assert decoder.top_p == 0.9
+    assert decoder.repetition_penalty == 1.1
+    assert decoder.preset == "creative"
+
+
+def test_decoder_explicit_keys_win_over_preset() -> None:
+    decoder = make(decoder={"preset": "deterministic", "temperature": 0.5}).decoder
+    assert decoder.temperature == 0.5
+    assert decoder.do_sample is False  # still from the preset
+
+    decoder = make(decoder={"preset": "standard", "top_p": 0.5, "do_sample": False}).decoder
+    assert decoder.temperature == 1.0
+    assert decoder.top_p == 0.5
+    assert decoder.do_sample is False
+
+
+def test_decoder_unknown_preset_rejected() -> None:
+    errors = errors_of(decoder={"preset": "wild"})
+    assert errors[0]["loc"] == ("decoder", "preset")
+
+
+@pytest.mark.parametrize(
+    ("decoder", "greedy"),
+    [
+        ({}, False),
+        ({"temperature": 0.0}, True),
+        ({"do_sample": False}, True),
+        ({"temperature": 0.7, "do_sample": True}, False),
+        ({"preset": "deterministic"}, True),
+        ({"preset": "standard"}, False),
+    ],
+)
+def test_decoder_greedy(decoder: dict[str, Any], greedy: bool) -> None:
+    assert make(decoder=decoder).decoder.greedy is greedy
+
+
+# ------------------------------------------------------------------------------------------------------------- dataset
+
+
+def test_dataset_synthetic_string() -> None:
+    dataset = make(dataset="synthetic").dataset
+    assert dataset.synthetic
+    assert dataset.path is None
+    assert dataset == make().dataset
+
+
+def test_dataset_jsonl_string() -> None:
+    dataset = make(dataset="prompts/x.jsonl").dataset
+    assert not dataset.synthetic
+    assert dataset.path == "prompts/x.jsonl"
+
+
+def test_dataset_mapping() -> None:
+    dataset = make(dataset={"input_len": 16, "seed": 3}).dataset
+    assert dataset.synthetic
+    assert dataset.input_len == 16
+    assert dataset.seed == 3
+
+
+@pytest.mark.parametrize("value", ["prompts.txt", "aienergyscore", "x.json"])
+def test_dataset_non_jsonl_string_rejected(value: str) -> None:
+    errors = errors_of(dataset=value)
+    assert errors[0]["loc"][0] == "dataset"
+    assert errors[0]["type"] != INVALID_COMBINATION
+    assert ".jsonl" in errors[0]["msg"]
+
+
+# ------------------------------------------------------------------------------------------------- cross-field rules
+
+
+@pytest.mark.parametrize(
+    ("fields", "mentions"),
+    [
+        ({"backend": "pytorch", "vllm": {"engine": {"max_num_seqs": 4}}}, "vllm"),
+        ({"backend": "vllm", "pytorch": {"batch_size": 4}}, "pytorch"),
+    ],
+)
+def test_section_must_match_backend(fields: dict[str, Any], mentions: str) -> None:
+    assert_invalid_combination(mentions=mentions, **fields)
+
+
+def test_matching_sections_are_valid() -> None:
+    assert make(backend="pytorch", pytorch={"batch_size": 4}).pytorch is not None
+    assert make(backend="vllm", vllm={"engine": {"max_num_seqs": 4}}).vllm is not None
+
+
+def test_4bit_and_8bit_together() -> None:
+    assert_invalid_combination(mentions="load_in_8bit", pytorch={"load_in_4bit": True, "load_in_8bit": True})
+
+
+def test_torch_compile_mode_needs_torch_compile() -> None:
+    assert_invalid_combination(mentions="torch_compile", pytorch={"torch_compile_mode": "max-autotune"})
+    assert_invalid_combination(
+        mentions="torch_compile", pytorch={"torch_compile_mode": "max-autotune", "torch_compile": False}
+    )
+    assert make(pytorch={"torch_compile_mode": "max-autotune", "torch_compile": True}).pytorch is not None
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("bnb_4bit_compute_dtype", "bfloat16"), ("bnb_4bit_quant_type", "nf4"), ("bnb_4bit_use_double_quant", True)],
+)
+def test_bnb_4bit_options_need_load_in_4bit(key: str, value: Any) -> None:
+    assert_invalid_combination(mentions=key, pytorch={key: value})
+    assert make(pytorch={key: value, "load_in_4bit": True}).pytorch is not None
+
+
+def test_cache_implementation_needs_use_cache() -> None:
+    assert_invalid_combination(mentions="use_cache", pytorch={"cache_implementation": "static", "use_cache": False})
+    assert make(pytorch={"cache_implementation": "static", "use_cache": True}).pytorch is not None
+    assert make(pytorch={"cache_implementation": "static"}).pytorch is not None
+
+
+@pytest.mark.parametrize("key", ["load_in_4bit", "load_in_8bit"])
+def test_bitsandbytes_needs_cuda(key: str) -> None:
+    assert_invalid_combination("cpu", mentions=key, pytorch={key: True})
+    assert make("cuda", pytorch={key: True}).pytorch is not None
+
+
+@pytest.mark.parametrize("attention", ["flash_attention_2", "flash_attention_3"])
+def test_flash_attention_needs_cuda(attention: str) -> None:
+    assert_invalid_combination("cpu", mentions=attention, pytorch={"attn_implementation": attention})
+    assert make("cuda", pytorch={"attn_implementation": attention}).pytorch is not None
+    assert make("cpu", pytorch={"attn_implementation": "sdpa"}).pytorch is not None
+
+
+def test_vllm_kv_cache_sized_twice() -> None:
+    assert_invalid_combination(
+        mentions="kv_cache_memory_bytes",
+        backend="vllm",
+        vllm={"engine": {"kv_cache_memory_bytes": 2**30, "gpu_memory_utilization": 0.5}},
+    )
+    assert make(backend="vllm", vllm={"engine": {"kv_cache_memory_bytes": 2**30}}).vllm is not None
+
+
+def test_vllm_beam_search_and_sampling() -> None:
+    assert_invalid_combination(
+        mentions="beam_search", backend="vllm", vllm={"beam_search": {"beam_width": 4}, "sampling": {"n": 1}}
+    )
+    assert make(backend="vllm", vllm={"beam_search": {"beam_width": 4}}).vllm is not None
+
+
+def test_passthrough_kwargs_must_not_repeat_fields() -> None:
+    assert_invalid_combination(mentions="precision", passthrough_kwargs={"precision": "fp16", "low_cpu_mem_usage": 1})
+    assert make(passthrough_kwargs={"low_cpu_mem_usage": True}).passthrough_kwargs == {"low_cpu_mem_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("backend", "platform", "precision", "runs"),
+    [
+        ("vllm", "cuda", "fp32", False),
+        ("vllm", "cuda", "fp16", True),
+        ("vllm", "cuda", "bf16", True),
+        ("vllm", "cpu", "fp16", False),
+        ("vllm", "cpu", "fp32", True),
+        ("vllm", "cpu", "bf16", True),
+        ("pytorch", "cpu", "fp32", True),
+        ("pytorch", "cpu", "fp16", True),
+        ("pytorch", "cpu", "bf16", True),
+        ("pytorch", "cuda", "fp32", True),
+        ("pytorch", "cuda", "fp16", True),
+        ("pytorch", "cuda", "bf16", True),
+    ],
+)
+def test_precision_per_backend_and_platform(backend: str, platform: str, precision: str, runs: bool) -> None:
+    if runs:
+        assert make(platform, backend=backend, precision=precision).precision == precision
+    else:
+        assert_invalid_combination(platform, mentions=precision, backend=backend, precision=precision)
+
+
+def test_identity_excludes_id_and_includes_defaults() -> None:
+    identity = make(id="mine", n=3).identity()
+    assert "id" not in identity
+    assert identity["n"] == 3
+    assert identity["precision"] == "bf16"
+    assert identity == make(id="other", n=3).identity()
