@@ -195,8 +195,9 @@ def run_plugin(folder: Path, env: dict[str, str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=4, help="runs of each of A and B (default 4)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="set OMP_NUM_THREADS for both A and B (default: leave the environment as it is)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS for both A and B (default 1; 0 leaves the environment as it is). "
+                             "On a shared 2-core machine the torch default (one thread per core) stalls badly")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--explain", action="store_true", help="also run the bare variants, even if the goal is met")
     group.add_argument("--no-explain", action="store_true", help="never run the bare variants")
@@ -214,7 +215,7 @@ def main() -> None:
     location = resolve_model(MODEL_SPEC).location  # builds the model once (~40 s), later a folder check
     print(f"P2 throughput: {MODEL_SPEC} at {location} (resolved in {time.perf_counter() - started:.1f} s)")
     env = dict(os.environ)
-    if args.threads is not None:
+    if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     print(f"fp32, n={N_PROMPTS}, batch {BATCH_SIZE}, {NEW_TOKENS} new tokens/sequence (greedy, min_new_tokens), "
           f"synthetic prompts input_len={INPUT_LEN} seed={SEED}; OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')} "

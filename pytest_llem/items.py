@@ -1,4 +1,4 @@
-"""The pytest face of a study: a File that yields one Item per (experiment, cycle), and one skipped Item per invalid config.
+"""The pytest face of a study: a File yielding one Item per (experiment, cycle) and a skipped Item per invalid config.
 
 Thin by design: loading, expanding and running are library calls; this module only translates them into pytest terms.
 """
@@ -60,18 +60,33 @@ class StudyFile(pytest.File):
         execution = study.execution
         skipped = [SkippedConfig(s["raw_config"], s["reason"], s["errors"]) for s in study.skipped_configs]
         invalid_names = [f"invalid-{k}[{_label(s)}]" for k, s in enumerate(skipped, start=1)]
-        self.config.stash[session_key].add_study(StudyOverview(
-            path=self.nodeid, study_design_hash=study.study_design_hash, experiment_ids=ids,
-            n_cycles=execution.n_cycles, cycle_order=str(execution.cycle_order),
-            skipped=[(name, s.reason) for name, s in zip(invalid_names, skipped, strict=True)],
-        ))
-        sequence = apply_cycles(study.experiments, execution.n_cycles, execution.cycle_order,
-                                study.study_design_hash, execution.shuffle_seed)
+        self.config.stash[session_key].add_study(
+            StudyOverview(
+                path=self.nodeid,
+                study_design_hash=study.study_design_hash,
+                experiment_ids=ids,
+                n_cycles=execution.n_cycles,
+                cycle_order=str(execution.cycle_order),
+                skipped=[(name, s.reason) for name, s in zip(invalid_names, skipped, strict=True)],
+            )
+        )
+        sequence = apply_cycles(
+            study.experiments,
+            execution.n_cycles,
+            execution.cycle_order,
+            study.study_design_hash,
+            execution.shuffle_seed,
+        )
         for experiment, cycle in number_cycles(sequence):
             eid = id_of[id(experiment)]
-            yield ExperimentItem.from_parent(self, name=f"{eid}[cycle{cycle}]", experiment=experiment,
-                                             experiment_id=eid, cycle=cycle,
-                                             study_design_hash=study.study_design_hash)
+            yield ExperimentItem.from_parent(
+                self,
+                name=f"{eid}[cycle{cycle}]",
+                experiment=experiment,
+                experiment_id=eid,
+                cycle=cycle,
+                study_design_hash=study.study_design_hash,
+            )
         for name, config in zip(invalid_names, skipped, strict=True):
             yield InvalidConfigItem.from_parent(self, name=name, skipped=config)
 
@@ -81,7 +96,7 @@ class StudyFile(pytest.File):
             return str(ConfigError(error.message, file=self.nodeid, key=error.key))  # short path, no traceback
         if isinstance(error, LlemError):
             return str(error)
-        return super().repr_failure(excinfo, style)
+        return super().repr_failure(excinfo)
 
 
 def _label(skipped: SkippedConfig) -> str:
@@ -91,8 +106,9 @@ def _label(skipped: SkippedConfig) -> str:
 class ExperimentItem(pytest.Item):
     """One cycle of one experiment: runs real inference and reports its measurements."""
 
-    def __init__(self, *, experiment: ExperimentConfig, experiment_id: str, cycle: int, study_design_hash: str,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, experiment: ExperimentConfig, experiment_id: str, cycle: int, study_design_hash: str, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.experiment = experiment
         self.experiment_id = experiment_id
@@ -104,8 +120,14 @@ class ExperimentItem(pytest.Item):
             check_available(experiment.backend)
         except BackendUnavailableError as exc:
             self.add_marker(pytest.mark.skip(reason=str(exc)))
-        self.user_properties.append((ITEM_PROPERTY, json.dumps(
-            {"study": self.parent.nodeid if self.parent else "", "experiment_id": experiment_id, "cycle": cycle})))
+        self.user_properties.append(
+            (
+                ITEM_PROPERTY,
+                json.dumps(
+                    {"study": self.parent.nodeid if self.parent else "", "experiment_id": experiment_id, "cycle": cycle}
+                ),
+            )
+        )
 
     def runtest(self) -> None:
         from .runner.execute import run_experiment  # the runner pulls in the backends' machinery only when work starts
@@ -135,8 +157,10 @@ class ExperimentItem(pytest.Item):
             while frame is not None and frame.tb_next is not None:
                 frame = frame.tb_next
             where = f"\n  raised at {frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
-            return (f"{self.experiment_id} cycle {self.cycle} ({self.experiment.backend}, {self.experiment.model}): "
-                    f"{error}{where}")
+            return (
+                f"{self.experiment_id} cycle {self.cycle} ({self.experiment.backend}, {self.experiment.model}): "
+                f"{error}{where}"
+            )
         if isinstance(error, LlemError):
             return f"{self.experiment_id} cycle {self.cycle}: {error}"
         return super().repr_failure(excinfo, style)

@@ -14,14 +14,36 @@ from .results.session import SessionResults
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llem", "pytest-llem: LLM inference energy benchmarks")
-    group.addoption("--llem-cycles", dest="llem_cycles", type=int, default=None, metavar="N",
-                    help="cycles (repetitions of every experiment); beats the study's execution.n_cycles")
-    group.addoption("--llem-cycle-order", dest="llem_cycle_order", default=None,
-                    choices=[o.value for o in CycleOrder], help="how cycles are laid out (default interleaved)")
-    group.addoption("--llem-shuffle-seed", dest="llem_shuffle_seed", type=int, default=None, metavar="N",
-                    help="seed of the shuffled order (default: derived from the study design hash)")
-    group.addoption("--llem-cache-dir", dest="llem_cache_dir", default=None, metavar="DIR",
-                    help="where built-in models are materialised (default $LLEM_CACHE_DIR or ~/.cache/pytest-llem)")
+    group.addoption(
+        "--llem-cycles",
+        dest="llem_cycles",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cycles (repetitions of every experiment); beats the study's execution.n_cycles",
+    )
+    group.addoption(
+        "--llem-cycle-order",
+        dest="llem_cycle_order",
+        default=None,
+        choices=[o.value for o in CycleOrder],
+        help="how cycles are laid out (default interleaved)",
+    )
+    group.addoption(
+        "--llem-shuffle-seed",
+        dest="llem_shuffle_seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of the shuffled order (default: derived from the study design hash)",
+    )
+    group.addoption(
+        "--llem-cache-dir",
+        dest="llem_cache_dir",
+        default=None,
+        metavar="DIR",
+        help="where built-in models are materialised (default $LLEM_CACHE_DIR or ~/.cache/pytest-llem)",
+    )
     parser.addini("llem_cycles", "default number of cycles when neither the command line nor the study says")
     parser.addini("llem_cycle_order", "default cycle order: sequential, interleaved or shuffled")
     parser.addini("llem_cache_dir", "where built-in models are materialised")

@@ -5,6 +5,7 @@ torch and transformers are imported inside the methods: importing this module co
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,15 @@ if TYPE_CHECKING:
     import torch
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-_GENERATE_OPTIONS = ("use_cache", "cache_implementation", "num_beams", "early_stopping", "length_penalty",
-                     "no_repeat_ngram_size", "prompt_lookup_num_tokens")
+_GENERATE_OPTIONS = (
+    "use_cache",
+    "cache_implementation",
+    "num_beams",
+    "early_stopping",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "prompt_lookup_num_tokens",
+)
 
 
 @dataclass
@@ -58,7 +66,7 @@ class PyTorchBackend:
         self._eos_ids: set[int] = set()
         self._rss_resettable = False
 
-    # ------------------------------------------------------------------------------------------------------ load
+    # --- load ---
     def load(self, config: ExperimentConfig, model: ResolvedModel) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,8 +74,11 @@ class PyTorchBackend:
         self.config = config
         section = config.pytorch or PyTorchConfig()
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        common = {k: v for k, v in (("revision", section.revision),
-                                    ("trust_remote_code", section.trust_remote_code)) if v is not None}
+        common = {
+            k: v
+            for k, v in (("revision", section.revision), ("trust_remote_code", section.trust_remote_code))
+            if v is not None
+        }
         self.tokenizer = AutoTokenizer.from_pretrained(model.location, **common)
         self.tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
         if self.tokenizer.pad_token is None:
@@ -86,9 +97,12 @@ class PyTorchBackend:
             self.model.to(self.device)
         self.model.eval()
         if section.torch_compile:
-            compile_kwargs = {k: v for k, v in (("mode", section.torch_compile_mode),
-                                                ("backend", section.torch_compile_backend)) if v is not None}
-            self.model.forward = torch.compile(self.model.forward, **compile_kwargs)
+            compile_kwargs = {
+                k: v
+                for k, v in (("mode", section.torch_compile_mode), ("backend", section.torch_compile_backend))
+                if v is not None
+            }
+            self.model.forward = torch.compile(self.model.forward, **compile_kwargs)  # type: ignore[call-overload]
 
         self._non_embedding_params = sum(p.numel() for n, p in self.model.named_parameters() if "embed" not in n)
         eos = self.model.generation_config.eos_token_id
@@ -96,14 +110,19 @@ class PyTorchBackend:
             eos = self.tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
 
-    # --------------------------------------------------------------------------------------------------- prepare
+    # --- prepare ---
     def prepare(self, prompts: list[str]) -> list[_Batch]:
         assert self.config is not None
         size = self.config.batch_size
         batches = []
         for start in range(0, len(prompts), size):
-            encoding = self.tokenizer(prompts[start:start + size], return_tensors="pt", padding=True,
-                                      truncation=True, max_length=self.config.max_input_tokens)
+            encoding = self.tokenizer(
+                prompts[start : start + size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.config.max_input_tokens,
+            )
             real = int(encoding["attention_mask"].sum())
             batches.append(_Batch(encoding.to(self.model.device), real))
         return batches
@@ -130,7 +149,7 @@ class PyTorchBackend:
                 kwargs[key] = getattr(section, key)
         return kwargs
 
-    # ---------------------------------------------------------------------------------------------------- warmup
+    # --- warmup ---
     def warmup(self, prepared: list[_Batch], n_batches: int) -> None:
         import torch
 
@@ -139,7 +158,7 @@ class PyTorchBackend:
             for i in range(n_batches):
                 self.model.generate(**prepared[i % len(prepared)].encoding, **kwargs)
 
-    # ------------------------------------------------------------------------------------------------- the window
+    # --- the window ---
     def synchronize(self) -> None:
         if self.device == "cuda":
             import torch
@@ -175,8 +194,9 @@ class PyTorchBackend:
             for batch in prepared:
                 clock = _step_clock()
                 start = time.perf_counter()
-                output = self.model.generate(**batch.encoding, **kwargs,
-                                             stopping_criteria=StoppingCriteriaList([clock]))
+                output = self.model.generate(
+                    **batch.encoding, **kwargs, stopping_criteria=StoppingCriteriaList([clock])
+                )
                 self._account(result, batch, output, start, clock.times)
                 if result.sample_output is None:
                     result.sample_output = self._sample_text(batch, output)
@@ -184,8 +204,7 @@ class PyTorchBackend:
         result.flops_estimate = 2.0 * self._non_embedding_params * total
         return result
 
-    def _account(self, result: GenerationResult, batch: _Batch, output: Any, start: float,
-                 steps: list[float]) -> None:
+    def _account(self, result: GenerationResult, batch: _Batch, output: Any, start: float, steps: list[float]) -> None:
         prompt_len = batch.encoding["input_ids"].shape[1]
         result.input_tokens += batch.input_tokens
         for row in output[:, prompt_len:].tolist():
@@ -194,7 +213,7 @@ class PyTorchBackend:
             if steps and length:
                 result.ttft_s.append(steps[0] - start)
                 usable = steps[:length]
-                result.itl_s.extend(b - a for a, b in zip(usable, usable[1:], strict=False))
+                result.itl_s.extend(b - a for a, b in itertools.pairwise(usable))
 
     def _sample_text(self, batch: _Batch, output: Any) -> str:
         prompt_len = batch.encoding["input_ids"].shape[1]

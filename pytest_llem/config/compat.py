@@ -1,6 +1,6 @@
-"""What each backend can run on each platform: one table per backend, consulted while validating a configuration.
+"""What each backend can run on each platform: one table per backend, consulted while validating a config.
 
-A combination outside these tables is an invalid configuration (a skipped config at collection), never a crash at run time.
+A combination outside these tables is an invalid config (a skipped config at collection), never a crash at run time.
 """
 
 from __future__ import annotations

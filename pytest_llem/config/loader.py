@@ -39,8 +39,13 @@ def read_study_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_execution(raw_execution: Any, *, command_line: Mapping[str, Any] | None = None,
-                      ini: Mapping[str, Any] | None = None, path: Path | None = None) -> ExecutionConfig:
+def resolve_execution(
+    raw_execution: Any,
+    *,
+    command_line: Mapping[str, Any] | None = None,
+    ini: Mapping[str, Any] | None = None,
+    path: Path | None = None,
+) -> ExecutionConfig:
     """Command line > study ``execution:`` > ini > effective defaults, validated as one ExecutionConfig."""
     if raw_execution is not None and not isinstance(raw_execution, Mapping):
         raise ConfigError("expected a mapping (n_cycles, cycle_order, …)", file=path, key="execution")
@@ -62,7 +67,9 @@ def resolve_execution(raw_execution: Any, *, command_line: Mapping[str, Any] | N
     return _validate_execution(merged, origin, path)
 
 
-def _validate_execution(values: Mapping[str, Any], origin: Mapping[str, str] | str, path: Path | None) -> ExecutionConfig:
+def _validate_execution(
+    values: Mapping[str, Any], origin: Mapping[str, str] | str, path: Path | None
+) -> ExecutionConfig:
     try:
         return ExecutionConfig.model_validate(values)
     except ValidationError as exc:
@@ -73,8 +80,13 @@ def _validate_execution(values: Mapping[str, Any], origin: Mapping[str, str] | s
         raise ConfigError(describe(error, root=ExecutionConfig), file=path, key=key) from None
 
 
-def load_study(path: Path, *, command_line: Mapping[str, Any] | None = None, ini: Mapping[str, Any] | None = None,
-               platform: Platform | None = None) -> StudyConfig:
+def load_study(
+    path: Path,
+    *,
+    command_line: Mapping[str, Any] | None = None,
+    ini: Mapping[str, Any] | None = None,
+    platform: Platform | None = None,
+) -> StudyConfig:
     """Read, validate and expand one study file."""
     from ..study.grid import compute_study_design_hash, expand_grid  # the grid imports this package's models
 

@@ -1,8 +1,8 @@
 """The study model: ExperimentConfig (one runnable experiment), ExecutionConfig, StudyConfig.
 
-Follows LLenergyMeasure v2.0's fields. Rules that concern one value live on the field; rules that concern several values
-(a backend section that does not match ``backend``, contradictory options, a precision the backend cannot run here) raise
-``invalid_combination`` errors, which the grid turns into skipped configs instead of collection errors.
+Follows LLenergyMeasure v2.0's fields. Rules that concern one value live on the field; rules that concern several
+values (a backend section that does not match ``backend``, contradictory options, a precision the backend cannot run
+here) raise ``invalid_combination`` errors, which the grid turns into skipped configs instead of collection errors.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class _Strict(BaseModel):
 
 
 class CycleOrder(StrEnum):
-    """How cycles are laid out: A,A,B,B (sequential), A,B,A,B (interleaved), a fresh permutation per cycle (shuffled)."""
+    """How cycles are laid out: A,A,B,B (sequential), A,B,A,B (interleaved), a new permutation per cycle (shuffled)."""
 
     SEQUENTIAL = "sequential"
     INTERLEAVED = "interleaved"
@@ -115,7 +115,8 @@ class DatasetConfig(_Strict):
     def _jsonl_only(cls, value: str | None) -> str | None:
         if value is not None and not value.endswith(".jsonl"):
             raise PydanticCustomError(
-                "dataset_path", "expected a .jsonl file (or 'synthetic', or a mapping {input_len, seed}), got {value}",
+                "dataset_path",
+                "expected a .jsonl file (or 'synthetic', or a mapping {input_len, seed}), got {value}",
                 {"value": repr(value)},
             )
         return value
@@ -156,8 +157,11 @@ class PyTorchConfig(_Strict):
             raise invalid_combination("load_in_4bit and load_in_8bit are both true; choose one")
         if (self.torch_compile_mode or self.torch_compile_backend) and not self.torch_compile:
             raise invalid_combination("torch_compile_mode/torch_compile_backend need torch_compile: true")
-        bnb = [k for k in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant")
-               if getattr(self, k) is not None]
+        bnb = [
+            k
+            for k in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant")
+            if getattr(self, k) is not None
+        ]
         if bnb and not self.load_in_4bit:
             raise invalid_combination(f"{', '.join(bnb)} need load_in_4bit: true")
         if self.cache_implementation is not None and self.use_cache is False:
@@ -195,7 +199,9 @@ class VLLMEngineConfig(BaseModel):
     @model_validator(mode="after")
     def _contradictions(self) -> VLLMEngineConfig:
         if self.kv_cache_memory_bytes is not None and self.gpu_memory_utilization is not None:
-            raise invalid_combination("kv_cache_memory_bytes and gpu_memory_utilization both size the KV cache; set one")
+            raise invalid_combination(
+                "kv_cache_memory_bytes and gpu_memory_utilization both size the KV cache; set one"
+            )
         return self
 
 

@@ -15,12 +15,12 @@ PLATFORMS: tuple[Platform, ...] = ("cuda", "cpu")
 def detect_platform() -> Platform:
     """``cuda`` when an NVIDIA or AMD GPU is visible to this process, else ``cpu``.
 
-    Reads the driver's device files instead of asking torch: importing torch costs seconds, and the answer is only needed
-    to decide which configurations are runnable at collection time.
+    Reads the driver's device files instead of asking torch: importing torch costs seconds, and the answer is only
+    needed to decide which configurations are runnable at collection time.
     """
     override = os.environ.get("LLEM_PLATFORM")
     if override in PLATFORMS:
-        return override  # type: ignore[return-value]
+        return override
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return "cpu"

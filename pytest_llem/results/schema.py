@@ -23,8 +23,12 @@ class LatencyStats(BaseModel):
         if not samples:
             return None
         values = np.asarray(samples, dtype=float)
-        return cls(mean=float(values.mean()), p50=float(np.percentile(values, 50)),
-                   p95=float(np.percentile(values, 95)), n=len(samples))
+        return cls(
+            mean=float(values.mean()),
+            p50=float(np.percentile(values, 50)),
+            p95=float(np.percentile(values, 95)),
+            n=len(samples),
+        )
 
 
 class Metrics(BaseModel):

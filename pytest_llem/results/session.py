@@ -25,8 +25,10 @@ class StudyOverview:
 
     def header_line(self) -> str:
         n = len(self.experiment_ids)
-        return (f"{self.path} [{self.study_design_hash}]: {n} configs x {self.n_cycles} cycles = "
-                f"{n * self.n_cycles} items ({len(self.skipped)} skipped)")
+        return (
+            f"{self.path} [{self.study_design_hash}]: {n} configs x {self.n_cycles} cycles = "
+            f"{n * self.n_cycles} items ({len(self.skipped)} skipped)"
+        )
 
 
 @dataclass

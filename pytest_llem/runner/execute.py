@@ -29,8 +29,13 @@ def phase(name: str) -> Iterator[None]:
         raise PhaseError(name, exc) from exc
 
 
-def run_experiment(config: ExperimentConfig, *, study_dir: Path | None = None, cache_dir: Path | None = None,
-                   backend_factory: BackendFactory = get_backend) -> Metrics:
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    study_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    backend_factory: BackendFactory = get_backend,
+) -> Metrics:
     """Run ``config`` once and measure it. Raises PhaseError naming the phase that failed."""
     with phase("model"):
         model = resolve_model(config.model, cache_dir=cache_dir)
@@ -82,4 +87,3 @@ def run_experiment(config: ExperimentConfig, *, study_dir: Path | None = None, c
         unavailable=unavailable,
         sample_output=generation.sample_output,
     )
-

@@ -1,9 +1,9 @@
 """Grid expansion: a study's raw mapping → validated experiments, skipped configs, a design hash, a cycle order.
 
 Pure library code (no pytest). Ported from LLenergyMeasure v2.0's grid with its known defects fixed:
-non-backend dotted keys are nested field paths (not pseudo-backends); scoped keys unflatten at any depth; a scoped key for
-a backend the study does not run is an error; ``experiments:`` without ``sweep:`` adds no hidden experiment; identical
-experiments collapse into one; a sweep ``backend:`` list gives independent grids just like a top-level one.
+non-backend dotted keys are nested field paths (not pseudo-backends); scoped keys unflatten at any depth; a scoped key
+for a backend the study does not run is an error; ``experiments:`` without ``sweep:`` adds no hidden experiment;
+identical experiments collapse into one; a sweep ``backend:`` list gives independent grids just like a top-level one.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class _Candidate:
     entry: int | None = None
 
 
-# ---------------------------------------------------------------------------------------------------------- raw helpers
+# --- raw helpers ---
 
 
 def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def _load_base(base: Any, study_path: Path | None) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in STUDY_ONLY_KEYS}
 
 
-# --------------------------------------------------------------------------------------------------------- sweep parsing
+# --- sweep parsing ---
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,9 @@ def _parse_sweep(sweep: Any, study_path: Path | None) -> tuple[list[_Dimension],
         key = str(key)
         values = list(raw_values) if isinstance(raw_values, list) else [raw_values]
         if not values:
-            raise ConfigError("empty list: a sweep dimension needs at least one value", file=study_path,
-                              key=f"sweep.{key}")
+            raise ConfigError(
+                "empty list: a sweep dimension needs at least one value", file=study_path, key=f"sweep.{key}"
+            )
         if key == "backend":
             swept_backends = _backend_list(values, study_path, "sweep.backend")
             continue
@@ -177,8 +178,9 @@ def _backend_list(value: Any, study_path: Path | None, key: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _study_backends(fixed: Mapping[str, Any], dims: list[_Dimension], swept: list[str] | None,
-                    study_path: Path | None) -> list[str]:
+def _study_backends(
+    fixed: Mapping[str, Any], dims: list[_Dimension], swept: list[str] | None, study_path: Path | None
+) -> list[str]:
     if swept is not None:
         backends = swept
     elif "backend" in fixed:
@@ -190,12 +192,13 @@ def _study_backends(fixed: Mapping[str, Any], dims: list[_Dimension], swept: lis
         if dim.backend is not None and dim.backend not in backends:
             raise ConfigError(
                 f"is scoped to backend {dim.backend}, which this study does not run (backend: {', '.join(backends)})",
-                file=study_path, key=f"sweep.{dim.key}",
+                file=study_path,
+                key=f"sweep.{dim.key}",
             )
     return backends
 
 
-# ------------------------------------------------------------------------------------------------------------ generation
+# --- generation ---
 
 
 def _for_backend(fixed: Mapping[str, Any], backend: str, study_backends: set[str]) -> dict[str, Any]:
@@ -205,8 +208,9 @@ def _for_backend(fixed: Mapping[str, Any], backend: str, study_backends: set[str
     return copy.deepcopy(raw)
 
 
-def _sweep_candidates(fixed: Mapping[str, Any], dims: list[_Dimension], backends: list[str],
-                      all_backends: set[str]) -> Iterator[_Candidate]:
+def _sweep_candidates(
+    fixed: Mapping[str, Any], dims: list[_Dimension], backends: list[str], all_backends: set[str]
+) -> Iterator[_Candidate]:
     for backend in backends:
         own = [d for d in dims if d.backend in (None, backend)]
         for combo in itertools.product(*(d.values for d in own)):
@@ -216,19 +220,21 @@ def _sweep_candidates(fixed: Mapping[str, Any], dims: list[_Dimension], backends
             yield _Candidate(raw, sweep_keys=tuple((d.key, d.path) for d in own))
 
 
-def _entry_candidates(fixed: Mapping[str, Any], entries: list[Any], backends: list[str], all_backends: set[str],
-                      study_path: Path | None) -> Iterator[_Candidate]:
+def _entry_candidates(
+    fixed: Mapping[str, Any], entries: list[Any], backends: list[str], all_backends: set[str], study_path: Path | None
+) -> Iterator[_Candidate]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
-            raise ConfigError(f"expected a mapping of experiment fields, got {entry!r}", file=study_path,
-                              key=f"experiments[{index}]")
+            raise ConfigError(
+                f"expected a mapping of experiment fields, got {entry!r}", file=study_path, key=f"experiments[{index}]"
+            )
         own = [entry["backend"]] if "backend" in entry else backends
         for backend in own:
             base = _for_backend(fixed, backend, all_backends) if isinstance(backend, str) else dict(fixed)
             yield _Candidate(_deep_merge(base, entry), entry=index)
 
 
-# ------------------------------------------------------------------------------------------------------------ validation
+# --- validation ---
 
 
 def _error_key(candidate: _Candidate, loc: tuple[str | int, ...], raw_study: Mapping[str, Any]) -> str:
@@ -247,8 +253,9 @@ def _error_key(candidate: _Candidate, loc: tuple[str | int, ...], raw_study: Map
     return path
 
 
-def _validate(candidate: _Candidate, raw_study: Mapping[str, Any], study_path: Path | None,
-              platform: Platform) -> ExperimentConfig | SkippedConfig:
+def _validate(
+    candidate: _Candidate, raw_study: Mapping[str, Any], study_path: Path | None, platform: Platform
+) -> ExperimentConfig | SkippedConfig:
     try:
         return ExperimentConfig.model_validate(candidate.raw, context={"platform": platform})
     except ValidationError as exc:
@@ -256,8 +263,9 @@ def _validate(candidate: _Candidate, raw_study: Mapping[str, Any], study_path: P
         broken = [e for e in errors if e["type"] != INVALID_COMBINATION]
         if broken:
             first = broken[0]
-            raise ConfigError(describe(first), file=study_path,
-                              key=_error_key(candidate, tuple(first["loc"]), raw_study)) from None
+            raise ConfigError(
+                describe(first), file=study_path, key=_error_key(candidate, tuple(first["loc"]), raw_study)
+            ) from None
         reason = "; ".join(f"{key_path(e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in errors)
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         return SkippedConfig(raw_config=candidate.raw, reason=reason, errors=details)
@@ -268,9 +276,13 @@ def _collapse_duplicates(experiments: list[ExperimentConfig], study_path: Path |
     for exp in experiments:
         digest = compute_config_hash(exp)
         if digest in unique:
-            warnings.warn(ConfigWarning(
-                f"{study_path or 'study'}: two experiments are identical ({exp.backend}, {exp.model}, "
-                f"{exp.precision}); running it once"), stacklevel=3)
+            warnings.warn(
+                ConfigWarning(
+                    f"{study_path or 'study'}: two experiments are identical ({exp.backend}, {exp.model}, "
+                    f"{exp.precision}); running it once"
+                ),
+                stacklevel=3,
+            )
             continue
         unique[digest] = exp
     return list(unique.values())
@@ -283,8 +295,9 @@ def _check_top_level(raw: Mapping[str, Any], study_path: Path | None) -> None:
             raise ConfigError(unknown_key_message(str(key), allowed), file=study_path, key=str(key))
 
 
-def expand_grid(raw: dict[str, Any], study_path: Path | None = None, *,
-                platform: Platform | None = None) -> tuple[list[ExperimentConfig], list[SkippedConfig]]:
+def expand_grid(
+    raw: dict[str, Any], study_path: Path | None = None, *, platform: Platform | None = None
+) -> tuple[list[ExperimentConfig], list[SkippedConfig]]:
     """Expand a study mapping into valid experiments (sweep points first, then entries) and skipped configs.
 
     Raises ConfigError for anything wrong with the file itself, and when nothing valid is left to run.
@@ -293,15 +306,17 @@ def expand_grid(raw: dict[str, Any], study_path: Path | None = None, *,
         raise ConfigError(f"a study must be a mapping of keys, got {type(raw).__name__}", file=study_path)
     _check_top_level(raw, study_path)
     platform = platform or detect_platform()
-    fixed = _deep_merge(_load_base(raw.get("base"), study_path),
-                        {k: v for k, v in raw.items() if k not in STUDY_ONLY_KEYS})
+    fixed = _deep_merge(
+        _load_base(raw.get("base"), study_path), {k: v for k, v in raw.items() if k not in STUDY_ONLY_KEYS}
+    )
     dims, swept_backends = _parse_sweep(raw.get("sweep"), study_path)
     entries = raw.get("experiments") or []
     if not isinstance(entries, list):
         raise ConfigError("expected a list of experiment mappings", file=study_path, key="experiments")
     backends = _study_backends(fixed, dims, swept_backends, study_path)
-    all_backends = set(backends) | {e["backend"] for e in entries if isinstance(e, Mapping)
-                                    and isinstance(e.get("backend"), str)}
+    all_backends = set(backends) | {
+        e["backend"] for e in entries if isinstance(e, Mapping) and isinstance(e.get("backend"), str)
+    }
 
     candidates: list[_Candidate] = []
     if dims or swept_backends or not entries:
@@ -310,20 +325,24 @@ def expand_grid(raw: dict[str, Any], study_path: Path | None = None, *,
             candidates.extend(_sweep_candidates(fixed, dims, backends, all_backends))
     candidates.extend(_entry_candidates(fixed, entries, backends, all_backends, study_path))
     if not candidates:
-        raise ConfigError("the study produced no experiments: add a 'sweep:' block, an 'experiments:' list, "
-                          "or experiment fields such as 'model:'", file=study_path)
+        raise ConfigError(
+            "the study produced no experiments: add a 'sweep:' block, an 'experiments:' list, "
+            "or experiment fields such as 'model:'",
+            file=study_path,
+        )
 
     outcomes = [_validate(c, raw, study_path, platform) for c in candidates]
     valid = [o for o in outcomes if isinstance(o, ExperimentConfig)]
     skipped = [o for o in outcomes if isinstance(o, SkippedConfig)]
     if not valid:
         reasons = "; ".join(s.reason[:160] for s in skipped[:3])
-        raise ConfigError(f"nothing to run — all {len(skipped)} generated config(s) are invalid: {reasons}",
-                          file=study_path)
+        raise ConfigError(
+            f"nothing to run — all {len(skipped)} generated config(s) are invalid: {reasons}", file=study_path
+        )
     return _collapse_duplicates(valid, study_path), skipped
 
 
-# ----------------------------------------------------------------------------------------------------- hashing, cycles
+# --- hashing, cycles ---
 
 
 def _digest(payload: Any) -> str:
@@ -340,8 +359,13 @@ def compute_study_design_hash(experiments: Sequence[ExperimentConfig]) -> str:
     return _digest([e.identity() for e in experiments])
 
 
-def apply_cycles(experiments: Sequence[ExperimentConfig], n_cycles: int, order: CycleOrder | str,
-                 study_design_hash: str, shuffle_seed: int | None = None) -> list[ExperimentConfig]:
+def apply_cycles(
+    experiments: Sequence[ExperimentConfig],
+    n_cycles: int,
+    order: CycleOrder | str,
+    study_design_hash: str,
+    shuffle_seed: int | None = None,
+) -> list[ExperimentConfig]:
     """The execution sequence: every experiment ``n_cycles`` times, laid out by ``order``."""
     order = CycleOrder(order)
     if n_cycles == 1:

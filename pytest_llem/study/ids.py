@@ -42,10 +42,7 @@ def experiment_ids(experiments: Sequence[ExperimentConfig]) -> list[str]:
     order: dict[str, None] = {}
     for flat in flats:
         order.update(dict.fromkeys(flat))
-    varying = [
-        path for path in order
-        if path != "backend" and len({repr(f.get(path, _MISSING)) for f in flats}) > 1
-    ]
+    varying = [path for path in order if path != "backend" and len({repr(f.get(path, _MISSING)) for f in flats}) > 1]
     ids = []
     for exp, flat in zip(experiments, flats, strict=True):
         if exp.id:

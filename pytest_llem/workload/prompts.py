@@ -26,10 +26,7 @@ PROMPT_FIELDS = ("prompt", "text")
 def synthetic_prompts(n: int, input_len: int, seed: int) -> list[str]:
     """``n`` distinct prompts of ``input_len`` words each, the same for the same seed on every machine."""
     rng = random.Random(seed)
-    return [
-        f"Prompt {i}: " + " ".join(rng.choice(_VOCABULARY) for _ in range(input_len))
-        for i in range(n)
-    ]
+    return [f"Prompt {i}: " + " ".join(rng.choice(_VOCABULARY) for _ in range(input_len)) for i in range(n)]
 
 
 def jsonl_prompts(path: Path, n: int) -> list[str]:

@@ -31,11 +31,17 @@ def test_items_follow_cycle_order_and_are_named_by_experiment_and_cycle(pytester
     pytester.makefile(".yaml", study_x=TINY + "sweep:\n  pytorch.batch_size: [1, 2]\n")
     sequential = pytester.runpytest("--collect-only", "-q", "--llem-cycles=2", "--llem-cycle-order=sequential")
     assert item_names(sequential) == [
-        "pytorch-1[cycle1]", "pytorch-1[cycle2]", "pytorch-2[cycle1]", "pytorch-2[cycle2]",
+        "pytorch-1[cycle1]",
+        "pytorch-1[cycle2]",
+        "pytorch-2[cycle1]",
+        "pytorch-2[cycle2]",
     ]
     interleaved = pytester.runpytest("--collect-only", "-q", "--llem-cycles=2")
     assert item_names(interleaved) == [
-        "pytorch-1[cycle1]", "pytorch-2[cycle1]", "pytorch-1[cycle2]", "pytorch-2[cycle2]",
+        "pytorch-1[cycle1]",
+        "pytorch-2[cycle1]",
+        "pytorch-1[cycle2]",
+        "pytorch-2[cycle2]",
     ]
 
 
@@ -47,7 +53,7 @@ def test_shuffled_order_is_a_permutation_per_cycle_and_seeded(pytester: pytest.P
     other = item_names(pytester.runpytest(*args, "--llem-shuffle-seed=2"))
     assert first == again != other
     for k in range(3):
-        assert sorted(first[5 * k: 5 * k + 5]) == sorted(f"pytorch-{n}[cycle{k + 1}]" for n in range(1, 6))
+        assert sorted(first[5 * k : 5 * k + 5]) == sorted(f"pytorch-{n}[cycle{k + 1}]" for n in range(1, 6))
 
 
 MULTI = """
@@ -74,19 +80,23 @@ def test_backend_keyword_selects_exactly_that_backends_items(pytester: pytest.Py
 
 
 def test_header_says_configs_cycles_items_and_skips_per_study(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", study_multi=MULTI + "experiments:\n  - {backend: pytorch, pytorch: {load_in_4bit: true, "
-                      "load_in_8bit: true}}\n")
+    pytester.makefile(
+        ".yaml",
+        study_multi=MULTI + "experiments:\n  - {backend: pytorch, pytorch: {load_in_4bit: true, load_in_8bit: true}}\n",
+    )
     result = pytester.runpytest("--collect-only", "--llem-cycles=2")
     result.stdout.re_match_lines([r"study_multi\.yaml \[[0-9a-f]{16}\]: 6 configs x 2 cycles = 12 items \(1 skipped\)"])
 
 
 def test_skipped_config_is_one_skipped_item_with_its_reason(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", study_s=TINY + "experiments:\n  - {}\n  - {pytorch: {load_in_4bit: true, "
-                      "load_in_8bit: true}}\n")
+    pytester.makefile(
+        ".yaml", study_s=TINY + "experiments:\n  - {}\n  - {pytorch: {load_in_4bit: true, load_in_8bit: true}}\n"
+    )
     result = pytester.runpytest("-rs", "--llem-cycles=3", "-k", "invalid")
     result.assert_outcomes(skipped=1, deselected=3)
-    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] study_s.yaml*: invalid config: pytorch: load_in_4bit and "
-                                 "load_in_8bit are both true*"])
+    result.stdout.fnmatch_lines(
+        ["SKIPPED [[]1[]] study_s.yaml*: invalid config: pytorch: load_in_4bit and load_in_8bit are both true*"]
+    )
     assert result.ret == 0
 
 
@@ -96,7 +106,12 @@ def test_skipped_config_is_one_skipped_item_with_its_reason(pytester: pytest.Pyt
         ("", "", [], (3, "interleaved")),
         ("llem_cycles = 2\nllem_cycle_order = sequential", "", [], (2, "sequential")),
         ("llem_cycles = 2", "execution: {n_cycles: 4}", [], (4, "interleaved")),
-        ("llem_cycles = 2", "execution: {n_cycles: 4, cycle_order: sequential}", ["--llem-cycles=1"], (1, "sequential")),
+        (
+            "llem_cycles = 2",
+            "execution: {n_cycles: 4, cycle_order: sequential}",
+            ["--llem-cycles=1"],
+            (1, "sequential"),
+        ),
     ],
 )
 def test_execution_precedence_command_line_study_ini_defaults(
@@ -119,8 +134,10 @@ BAD_INPUTS = {
     "wrong_type": (TINY + "max_input_tokens: lots\n", r"max_input_tokens: input should be a valid integer"),
     "empty_sweep": (TINY + "sweep:\n  n: []\n", r"sweep\.n: empty list"),
     "missing_base": (TINY + "base: nowhere.yaml\n", r"base: file not found: .*nowhere\.yaml"),
-    "unlisted_backend": (TINY + "backend: pytorch\nsweep:\n  vllm.engine.max_num_seqs: [1]\n",
-                         r"sweep\.vllm\.engine\.max_num_seqs: is scoped to backend vllm"),
+    "unlisted_backend": (
+        TINY + "backend: pytorch\nsweep:\n  vllm.engine.max_num_seqs: [1]\n",
+        r"sweep\.vllm\.engine\.max_num_seqs: is scoped to backend vllm",
+    ),
     "all_invalid": (TINY + "pytorch: {load_in_4bit: true, load_in_8bit: true}\n", r"nothing to run"),
     "bad_execution": (TINY + "execution: {n_cycles: 0}\n", r"execution\.n_cycles: input should be greater than"),
 }

@@ -22,22 +22,30 @@ def results_from_junit(path) -> list[dict]:
 
 
 def test_items_run_real_inference_and_the_summary_shows_each_experiment(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", study_run=FAST + "sweep:\n  pytorch.batch_size: [1, 2]\n"
-                      "experiments:\n  - {backend: pytorch, pytorch: {load_in_4bit: true, load_in_8bit: true}}\n")
+    pytester.makefile(
+        ".yaml",
+        study_run=FAST + "sweep:\n  pytorch.batch_size: [1, 2]\n"
+        "experiments:\n  - {backend: pytorch, pytorch: {load_in_4bit: true, load_in_8bit: true}}\n",
+    )
     result = pytester.runpytest("--llem-cycles=2", "-rs", "--junitxml=out.xml")
     result.assert_outcomes(passed=4, skipped=1)
-    result.stdout.re_match_lines([
-        r"=+ pytest-llem summary =+",
-        r"study_run\.yaml \[[0-9a-f]{16}\]: 2 configs x 2 cycles = 4 items \(1 skipped\), order interleaved",
-        r"experiment\s+cycles\s+tokens/s \(95% CI\)\s+output tok\s+TTFT ms\s+ITL p50 ms\s+peak MB",
-        r"pytorch-1\s+2\s+[\d.]+ ± [\d.]+\s+16\s+[\d.]+\s+[\d.]+\s+\d+",
-        r"pytorch-2\s+2\s+[\d.]+ ± [\d.]+\s+16\s+[\d.]+\s+[\d.]+\s+\d+",
-        r"skipped configs \(1\):",
-        r"  invalid-1\[pytorch-fp32\]: pytorch: load_in_4bit and load_in_8bit are both true; choose one",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"=+ pytest-llem summary =+",
+            r"study_run\.yaml \[[0-9a-f]{16}\]: 2 configs x 2 cycles = 4 items \(1 skipped\), order interleaved",
+            r"experiment\s+cycles\s+tokens/s \(95% CI\)\s+output tok\s+TTFT ms\s+ITL p50 ms\s+peak MB",
+            r"pytorch-1\s+2\s+[\d.]+ ± [\d.]+\s+16\s+[\d.]+\s+[\d.]+\s+\d+",
+            r"pytorch-2\s+2\s+[\d.]+ ± [\d.]+\s+16\s+[\d.]+\s+[\d.]+\s+\d+",
+            r"skipped configs \(1\):",
+            r"  invalid-1\[pytorch-fp32\]: pytorch: load_in_4bit and load_in_8bit are both true; choose one",
+        ]
+    )
     results = results_from_junit(pytester.path / "out.xml")
     assert sorted((r["experiment_id"], r["cycle"]) for r in results) == [
-        ("pytorch-1", 1), ("pytorch-1", 2), ("pytorch-2", 1), ("pytorch-2", 2),
+        ("pytorch-1", 1),
+        ("pytorch-1", 2),
+        ("pytorch-2", 1),
+        ("pytorch-2", 2),
     ]
     for r in results:
         metrics = r["metrics"]
@@ -49,15 +57,20 @@ def test_items_run_real_inference_and_the_summary_shows_each_experiment(pytester
 
 def test_a_failing_item_fails_alone_with_the_phase_named(pytester: pytest.Pytester) -> None:
     pytester.makefile(".jsonl", prompts='{"prompt": "one"}\n{"text": "two"}\n')
-    pytester.makefile(".yaml", study_fail=FAST + "warmup: {enabled: false}\nexperiments:\n  - {n: 2, dataset: prompts.jsonl}\n"
-                      "  - {n: 3, dataset: prompts.jsonl}\n  - {model: ./no-such-model}\n")
+    pytester.makefile(
+        ".yaml",
+        study_fail=FAST + "warmup: {enabled: false}\nexperiments:\n  - {n: 2, dataset: prompts.jsonl}\n"
+        "  - {n: 3, dataset: prompts.jsonl}\n  - {model: ./no-such-model}\n",
+    )
     result = pytester.runpytest("--llem-cycles=1")
     result.assert_outcomes(passed=1, failed=2)
     output = result.stdout.str()
     assert "prompts failed: DatasetError:" in output and "holds 2 prompt(s) but the experiment asks for n=3" in output
     assert "model failed: ModelNotFoundError:" in output and "no-such-model" in output
     assert "Traceback" not in output
-    result.stdout.re_match_lines([r"pytorch-tiny-llama-2-prompts\.jsonl\s+1\s", r"pytorch-tiny-llama-3-prompts\.jsonl\s+0 \(1 failed\)"])
+    result.stdout.re_match_lines(
+        [r"pytorch-tiny-llama-2-prompts\.jsonl\s+1\s", r"pytorch-tiny-llama-3-prompts\.jsonl\s+0 \(1 failed\)"]
+    )
 
 
 def test_vllm_items_skip_with_the_install_hint_when_vllm_is_missing(pytester: pytest.Pytester) -> None:
