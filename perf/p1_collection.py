@@ -112,8 +112,10 @@ def profile_study(folder: Path, top: int = 15) -> None:
             short = filename[filename.index("pytest_llem") :]
             rows.append((cumtime, tottime, ncalls, f"{short}:{line}({func})"))
     rows.sort(reverse=True)
-    print(f"\nprofile: in-process pytest.main collection of the study, {elapsed:.2f} s wall "
-          f"({total:.2f} s profiled; cProfile inflates Python-heavy code)")
+    print(
+        f"\nprofile: in-process pytest.main collection of the study, {elapsed:.2f} s wall "
+        f"({total:.2f} s profiled; cProfile inflates Python-heavy code)"
+    )
     print(f"top {top} cumulative entries under pytest_llem:")
     print(f"  {'cumtime':>8} {'tottime':>8} {'ncalls':>8}  function")
     for cumtime, tottime, ncalls, where in rows[:top]:
@@ -132,8 +134,10 @@ def main() -> None:
     group.add_argument("--no-profile", action="store_true", help="never profile")
     args = parser.parse_args()
 
-    print(f"P1 collection speed: {N_ITEMS} study items (A) vs {N_ITEMS} parametrised tests (B); "
-          f"{args.reps} interleaved pairs; python {sys.executable}; {os.cpu_count()} CPUs")
+    print(
+        f"P1 collection speed: {N_ITEMS} study items (A) vs {N_ITEMS} parametrised tests (B); "
+        f"{args.reps} interleaved pairs; python {sys.executable}; {os.cpu_count()} CPUs"
+    )
     print(f"command: python -m pytest {' '.join(PYTEST_ARGS)}")
     with tempfile.TemporaryDirectory(prefix="llem-p1-") as tmp:
         cases = write_cases(Path(tmp))
@@ -147,8 +151,10 @@ def main() -> None:
             for key, case, expected in order:
                 raw[key].append(collect_once(cases[case], expected))
             a, b, e = raw["A"][-1], raw["B"][-1], raw["empty"][-1]
-            print(f"  rep {rep + 1}: A {a[0]:6.2f} s (session {a[1]:5.2f})  B {b[0]:6.2f} s (session {b[1]:5.2f})  "
-                  f"empty {e[0]:5.2f} s  A/B {a[0] / b[0]:.3f}")
+            print(
+                f"  rep {rep + 1}: A {a[0]:6.2f} s (session {a[1]:5.2f})  B {b[0]:6.2f} s (session {b[1]:5.2f})  "
+                f"empty {e[0]:5.2f} s  A/B {a[0] / b[0]:.3f}"
+            )
 
         def med(key: str, index: int) -> float:
             return statistics.median(r[index] for r in raw[key])
@@ -158,16 +164,24 @@ def main() -> None:
         print("raw wall times (s):")
         for key in ("A", "B", "empty"):
             print(f"  {key:5}: " + " ".join(f"{w:.2f}" for w, _ in raw[key]))
-        print(f"median wall: A (study) {med('A', 0):.2f} s, B (parametrize) {med('B', 0):.2f} s, "
-              f"fixed start-up (empty folder) {med('empty', 0):.2f} s")
-        print(f"median session time pytest reports: A {med('A', 1):.2f} s, B {med('B', 1):.2f} s, "
-              f"empty {med('empty', 1):.2f} s")
+        print(
+            f"median wall: A (study) {med('A', 0):.2f} s, B (parametrize) {med('B', 0):.2f} s, "
+            f"fixed start-up (empty folder) {med('empty', 0):.2f} s"
+        )
+        print(
+            f"median session time pytest reports: A {med('A', 1):.2f} s, B {med('B', 1):.2f} s, "
+            f"empty {med('empty', 1):.2f} s"
+        )
         above_a, above_b = med("A", 0) - med("empty", 0), med("B", 0) - med("empty", 0)
-        print(f"above the empty-folder start-up: A {above_a:.2f} s, B {above_b:.2f} s "
-              f"(ratio {above_a / above_b:.2f}x; per item A {above_a / N_ITEMS * 1e6:.0f} us, "
-              f"B {above_b / N_ITEMS * 1e6:.0f} us)")
-        print(f"per-pair A/B ratios: {' '.join(f'{r:.3f}' for r in pair_ratios)} "
-              f"(median {statistics.median(pair_ratios):.3f})")
+        print(
+            f"above the empty-folder start-up: A {above_a:.2f} s, B {above_b:.2f} s "
+            f"(ratio {above_a / above_b:.2f}x; per item A {above_a / N_ITEMS * 1e6:.0f} us, "
+            f"B {above_b / N_ITEMS * 1e6:.0f} us)"
+        )
+        print(
+            f"per-pair A/B ratios: {' '.join(f'{r:.3f}' for r in pair_ratios)} "
+            f"(median {statistics.median(pair_ratios):.3f})"
+        )
         met = ratio <= GOAL
         if args.profile or (not met and not args.no_profile):
             profile_study(cases["study"])
