@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1"
@@ -22,6 +21,8 @@ class LatencyStats(BaseModel):
     def of(cls, samples: list[float]) -> LatencyStats | None:
         if not samples:
             return None
+        import numpy as np
+
         values = np.asarray(samples, dtype=float)
         return cls(
             mean=float(values.mean()),

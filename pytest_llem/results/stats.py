@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from scipy import stats
-
 CONFIDENCE = 0.95
 
 
@@ -42,6 +40,8 @@ class Summary:
             return None
         if self.stdev == 0:
             return (self.mean, self.mean)
+        from scipy import stats  # 1 s to import: only when a summary is printed, never at collection
+
         low, high = stats.t.interval(CONFIDENCE, df=self.n - 1, loc=self.mean, scale=stats.sem(self.samples))
         return (float(low), float(high))
 
