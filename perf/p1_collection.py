@@ -4,7 +4,12 @@ Both are collected by ``pytest --collect-only -q --llem-cycles=1 -p no:cacheprov
 both pay the same interpreter start-up and load the same plugins (pytest-llem included). Runs are interleaved
 (A, B, A, B, ...) on this noisy machine and the figure is the ratio of the medians, A/B.
 
-    python perf/p1_collection.py [--reps 5] [--profile | --no-profile]
+Bytecode: this environment sets PYTHONDONTWRITEBYTECODE=1 and the editable package has no ``__pycache__``, so every
+pytest process would recompile (and assertion-rewrite) pytest-llem's modules. By default the subprocesses get
+PYTHONDONTWRITEBYTECODE unset and PYTHONPYCACHEPREFIX pointing into the temp folder, as on a normal machine where
+bytecode is cached (nothing is written outside the temp folder); ``--env-as-is`` keeps the environment untouched.
+
+    python perf/p1_collection.py [--reps 5] [--profile | --no-profile] [--env-as-is]
 
 Exit status 0 whether or not the goal is met; 2 when a check fails (wrong collected count, pytest error).
 """
@@ -58,11 +63,19 @@ def write_cases(root: Path) -> dict[str, Path]:
     return cases
 
 
-def collect_once(folder: Path, expected: int) -> tuple[float, float]:
+def child_env(root: Path, as_is: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    if not as_is:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+    return env
+
+
+def collect_once(folder: Path, expected: int, env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds of the whole subprocess, seconds pytest itself reports for the session)."""
     cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     out = proc.stdout + proc.stderr
     if expected == 0:
@@ -85,7 +98,16 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def profile_study(folder: Path, top: int = 15) -> None:
+def profile_study(folder: Path, env: dict[str, str]) -> None:
+    """Profile the study's collection in a fresh process (same environment as the timed runs) and show its report."""
+    cmd = [sys.executable, __file__, "--profile-child", str(folder)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        fail(f"profiling child exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    print(proc.stdout, end="")
+
+
+def profile_child(folder: Path, top: int = 15) -> None:
     """cProfile one in-process ``pytest.main`` collection of the study; show pytest_llem's top cumulative entries."""
     import pytest
 
@@ -113,7 +135,7 @@ def profile_study(folder: Path, top: int = 15) -> None:
             rows.append((cumtime, tottime, ncalls, f"{short}:{line}({func})"))
     rows.sort(reverse=True)
     print(
-        f"\nprofile: in-process pytest.main collection of the study, {elapsed:.2f} s wall "
+        f"\nprofile: one pytest.main collection of the study in a fresh process, {elapsed:.2f} s wall "
         f"({total:.2f} s profiled; cProfile inflates Python-heavy code)"
     )
     print(f"top {top} cumulative entries under pytest_llem:")
@@ -132,7 +154,16 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--profile", action="store_true", help="profile the study collection even if the goal is met")
     group.add_argument("--no-profile", action="store_true", help="never profile")
+    parser.add_argument(
+        "--env-as-is",
+        action="store_true",
+        help="do not give the subprocesses a bytecode cache (keep PYTHONDONTWRITEBYTECODE etc.)",
+    )
+    parser.add_argument("--profile-child", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile_child:
+        profile_child(Path(args.profile_child))
+        return
 
     print(
         f"P1 collection speed: {N_ITEMS} study items (A) vs {N_ITEMS} parametrised tests (B); "
@@ -141,15 +172,24 @@ def main() -> None:
     print(f"command: python -m pytest {' '.join(PYTEST_ARGS)}")
     with tempfile.TemporaryDirectory(prefix="llem-p1-") as tmp:
         cases = write_cases(Path(tmp))
-        collect_once(cases["study"], N_ITEMS)  # untimed: warms the OS file cache and .pyc files for both sides
-        collect_once(cases["param"], N_ITEMS)
+        env = child_env(Path(tmp), args.env_as_is)
+        print(
+            "bytecode: "
+            + (
+                f"environment as is (PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', 'unset')})"
+                if args.env_as_is
+                else "cached in a private PYTHONPYCACHEPREFIX, as on a normal machine"
+            )
+        )
+        for case, expected in (("study", N_ITEMS), ("param", N_ITEMS), ("empty", 0)):
+            collect_once(cases[case], expected, env)  # untimed: warms the file cache and the bytecode cache
         raw: dict[str, list[tuple[float, float]]] = {"A": [], "B": [], "empty": []}
         for rep in range(args.reps):
             order = [("A", "study", N_ITEMS), ("B", "param", N_ITEMS), ("empty", "empty", 0)]
             if rep % 2:  # alternate who goes first, so neither always runs right after the other
                 order[0], order[1] = order[1], order[0]
             for key, case, expected in order:
-                raw[key].append(collect_once(cases[case], expected))
+                raw[key].append(collect_once(cases[case], expected, env))
             a, b, e = raw["A"][-1], raw["B"][-1], raw["empty"][-1]
             print(
                 f"  rep {rep + 1}: A {a[0]:6.2f} s (session {a[1]:5.2f})  B {b[0]:6.2f} s (session {b[1]:5.2f})  "
@@ -184,7 +224,7 @@ def main() -> None:
         )
         met = ratio <= GOAL
         if args.profile or (not met and not args.no_profile):
-            profile_study(cases["study"])
+            profile_study(cases["study"], env)
     print(f"RESULT: {ratio:.2f}x (goal <= {GOAL}x: {'met' if met else 'MISSED'})")
 
 

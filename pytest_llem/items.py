@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .backends import check_available
+from .backends import unavailable_reason
 from .config.loader import load_study
 from .config.models import ExperimentConfig
-from .errors import BackendUnavailableError, ConfigError, LlemError, PhaseError
+from .errors import ConfigError, LlemError, PhaseError
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
 from .study.grid import SkippedConfig, apply_cycles, compute_config_hash, number_cycles
@@ -103,6 +104,16 @@ def _label(skipped: SkippedConfig) -> str:
     return skipped.short_label.replace(", ", "-")
 
 
+@cache
+def _backend_marks(backend: str) -> tuple[pytest.MarkDecorator, ...]:
+    """The backend's marker, plus a skip when its library is missing: decided once per backend, not per item."""
+    marks = [getattr(pytest.mark, backend)]
+    reason = unavailable_reason(backend)
+    if reason is not None:
+        marks.append(pytest.mark.skip(reason=reason))
+    return tuple(marks)
+
+
 class ExperimentItem(pytest.Item):
     """One cycle of one experiment: runs real inference and reports its measurements."""
 
@@ -115,23 +126,24 @@ class ExperimentItem(pytest.Item):
         self.cycle = cycle
         self.study_design_hash = study_design_hash
         self.extra_keyword_matches.add(experiment.backend)  # `-k vllm` selects exactly the vLLM items
-        self.add_marker(experiment.backend)
-        try:
-            check_available(experiment.backend)
-        except BackendUnavailableError as exc:
-            self.add_marker(pytest.mark.skip(reason=str(exc)))
-        self.user_properties.append(
-            (
-                ITEM_PROPERTY,
-                json.dumps(
-                    {"study": self.parent.nodeid if self.parent else "", "experiment_id": experiment_id, "cycle": cycle}
-                ),
-            )
-        )
+        for mark in _backend_marks(experiment.backend):
+            self.add_marker(mark)
 
     def runtest(self) -> None:
         from .runner.execute import run_experiment  # the runner pulls in the backends' machinery only when work starts
 
+        self.user_properties.append(
+            (
+                ITEM_PROPERTY,
+                json.dumps(
+                    {
+                        "study": self.parent.nodeid if self.parent else "",
+                        "experiment_id": self.experiment_id,
+                        "cycle": self.cycle,
+                    }
+                ),
+            )
+        )
         started = time.time()
         metrics = run_experiment(self.experiment, study_dir=self.path.parent, cache_dir=cache_dir(self.config))
         result = ItemResult(

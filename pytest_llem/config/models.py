@@ -7,7 +7,10 @@ here) raise ``invalid_combination`` errors, which the grid turns into skipped co
 
 from __future__ import annotations
 
+import copy
+import json
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -244,15 +247,16 @@ class ExperimentConfig(_Strict):
     model: str = Field(min_length=1)
     backend: Backend = "pytorch"
     n: int = Field(100, ge=1, description="number of prompts")
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    # Frozen defaults are shared rather than rebuilt (and revalidated) for every experiment of a large sweep.
+    dataset: DatasetConfig = Field(default=DatasetConfig())
     precision: Precision = "bf16"
     random_seed: int = 42
     max_input_tokens: int = Field(512, ge=1)
     max_output_tokens: int = Field(128, ge=1)
-    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
-    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
-    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
-    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    decoder: DecoderConfig = Field(default=DecoderConfig())
+    warmup: WarmupConfig = Field(default=WarmupConfig())
+    baseline: BaselineConfig = Field(default=BaselineConfig())
+    energy: EnergyConfig = Field(default=EnergyConfig())
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     passthrough_kwargs: dict[str, Any] | None = None
@@ -277,7 +281,17 @@ class ExperimentConfig(_Strict):
 
     def identity(self) -> dict[str, Any]:
         """What makes this experiment this experiment: every setting, defaults included, but not its display id."""
+        return copy.deepcopy(self.identity_fields)
+
+    @cached_property
+    def identity_fields(self) -> dict[str, Any]:
+        """``identity()`` computed once, in field order; shared, so never mutate it."""
         return self.model_dump(mode="json", exclude={"id"})
+
+    @cached_property
+    def identity_json(self) -> str:
+        """``identity()`` as canonical JSON (sorted keys): what hashes are computed over."""
+        return json.dumps(self.identity_fields, sort_keys=True)
 
 
 class ExecutionConfig(_Strict):

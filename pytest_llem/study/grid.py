@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-import json
 import random
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -91,13 +90,13 @@ def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, An
 
 
 def _set_path(target: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    """Set a nested key, copying each mapping on the way: generated configs share the rest of the shared fields."""
     for part in path[:-1]:
         child = target.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            target[part] = child
+        child = dict(child) if isinstance(child, Mapping) else {}
+        target[part] = child
         target = child
-    target[path[-1]] = copy.deepcopy(value)
+    target[path[-1]] = value
 
 
 def _has_path(source: Any, path: Sequence[str | int]) -> bool:
@@ -202,10 +201,13 @@ def _study_backends(
 
 
 def _for_backend(fixed: Mapping[str, Any], backend: str, study_backends: set[str]) -> dict[str, Any]:
-    """The shared fields as seen by one backend: sections of the study's other backends belong to their own grids."""
+    """The shared fields as seen by one backend: sections of the study's other backends belong to their own grids.
+
+    A shallow copy: nothing downstream mutates a generated config except through ``_set_path``, which copies.
+    """
     raw = {k: v for k, v in fixed.items() if not (k in study_backends and k != backend)}
     raw["backend"] = backend
-    return copy.deepcopy(raw)
+    return raw
 
 
 def _sweep_candidates(
@@ -345,18 +347,21 @@ def expand_grid(
 # --- hashing, cycles ---
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def _digest(canonical_json: str) -> str:
+    return hashlib.sha256(canonical_json.encode()).hexdigest()[:16]
 
 
 def compute_config_hash(experiment: ExperimentConfig) -> str:
     """16 hex identifying one experiment's settings (its identity across runs and files)."""
-    return _digest(experiment.identity())
+    return _digest(experiment.identity_json)
 
 
 def compute_study_design_hash(experiments: Sequence[ExperimentConfig]) -> str:
-    """16 hex over the unique experiments in order; execution settings are excluded so topping up cycles keeps it."""
-    return _digest([e.identity() for e in experiments])
+    """16 hex over the unique experiments in order; execution settings are excluded so topping up cycles keeps it.
+
+    The same bytes as ``json.dumps([identity, ...], sort_keys=True)``, built from each experiment's cached JSON.
+    """
+    return _digest("[" + ", ".join(e.identity_json for e in experiments) + "]")
 
 
 def apply_cycles(

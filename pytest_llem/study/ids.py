@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..config.models import ExperimentConfig
@@ -12,23 +12,34 @@ from ..config.models import ExperimentConfig
 _UNSAFE = re.compile(r"[^\w.+-]+")
 
 
-def _leaves(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            yield from _leaves(value, path + ".")
+def _varying_paths(values: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths (in field order) whose value is not the same in every experiment; equal subtrees are skipped whole."""
+    keys: dict[str, None] = {}
+    for value in values:
+        keys.update(dict.fromkeys(value))
+    paths = []
+    for key in keys:
+        column = [v.get(key, _MISSING) for v in values]
+        if all(c == column[0] for c in column):
+            continue
+        if any(isinstance(c, Mapping) for c in column):
+            paths += _varying_paths([c if isinstance(c, Mapping) else {} for c in column], (*prefix, key))
         else:
-            yield path, value
+            paths.append((*prefix, key))
+    return paths
 
 
-def _flat(exp: ExperimentConfig) -> dict[str, Any]:
-    return dict(_leaves(exp.model_dump(mode="json", exclude={"id"}, exclude_none=True)))
+def _lookup(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
-def _show(path: str, value: Any) -> str:
+def _show(path: tuple[str, ...], value: Any) -> str:
     if isinstance(value, list):
         text = "_".join(str(v) for v in value)
-    elif path == "model" or path == "dataset.path":
+    elif path in (("model",), ("dataset", "path")):
         # A model id or path is long; its last segment says which one.
         text = re.split(r"[/:\\]", str(value).rstrip("/"))[-1]
     else:
@@ -38,18 +49,15 @@ def _show(path: str, value: Any) -> str:
 
 def experiment_ids(experiments: Sequence[ExperimentConfig]) -> list[str]:
     """One unique id per experiment: its own ``id:`` if given, else ``<backend>-<varying values…>``."""
-    flats = [_flat(e) for e in experiments]
-    order: dict[str, None] = {}
-    for flat in flats:
-        order.update(dict.fromkeys(flat))
-    varying = [path for path in order if path != "backend" and len({repr(f.get(path, _MISSING)) for f in flats}) > 1]
+    identities = [e.identity_fields for e in experiments]
+    varying = [p for p in _varying_paths(identities) if p != ("backend",)]
     ids = []
-    for exp, flat in zip(experiments, flats, strict=True):
+    for exp, identity in zip(experiments, identities, strict=True):
         if exp.id:
             ids.append(exp.id)
             continue
-        parts = [exp.backend] + [_show(p, flat[p]) for p in varying if p in flat]
-        ids.append("-".join(parts))
+        values = [(p, _lookup(identity, p)) for p in varying]
+        ids.append("-".join([exp.backend] + [_show(p, v) for p, v in values if v is not None]))
     return _deduplicate(ids)
 
 
