@@ -79,7 +79,7 @@ def pytest_runtest_logreport(report):
 VARIANTS = {
     "plain": "model.generate(**batch, max_new_tokens, min_new_tokens, do_sample=False, pad_token_id)",
     "inference_mode": "plain, inside torch.inference_mode() (the plugin does this)",
-    "stepclock": "inference_mode + the plugin's StoppingCriteria step clock (backends/pytorch.py _step_clock)",
+    "stepclock": "inference_mode + the plugin's StoppingCriteria step clock (backends/pytorch.py _step_clock_class)",
     "plugin_kwargs": "stepclock + the plugin's other kwargs (repetition_penalty=1.0, temperature/top_k/top_p=None)",
     "backend": "pytest-llem's PyTorchBackend load/prepare/warmup/generate, called directly (no pytest)",
 }
@@ -139,7 +139,7 @@ def bare(location: str, variants: list[str], rounds: int) -> list[dict[str, Any]
     }
     plugin_kwargs = {**plain, "repetition_penalty": 1.0, "temperature": None, "top_k": None, "top_p": None}
 
-    class StepClock(StoppingCriteria):  # the same criterion as pytest_llem.backends.pytorch._step_clock
+    class StepClock(StoppingCriteria):  # the same criterion as pytest_llem.backends.pytorch._step_clock_class
         def __init__(self) -> None:
             self.times: list[float] = []
 
@@ -192,8 +192,9 @@ def bare(location: str, variants: list[str], rounds: int) -> list[dict[str, Any]
         if variant != "backend":
             return loop(variant)
         start = time.perf_counter()
-        generation = backend.generate(prepared)
-        return generation.output_tokens, time.perf_counter() - start
+        generated = backend.generate(prepared)
+        seconds = time.perf_counter() - start
+        return backend.count(generated).output_tokens, seconds
 
     with torch.no_grad():
         model.generate(**batches[0], **plain)  # warm-up, untimed

@@ -36,7 +36,7 @@ class ConfigError(LlemError, ValueError):
 
 
 class ModelNotFoundError(LlemError):
-    """The model named by an experiment cannot be found locally (nothing is downloaded behind the user's back)."""
+    """The model named by an experiment cannot be found: no such folder or built-in, or not cached while offline."""
 
 
 class DatasetError(LlemError):

@@ -15,18 +15,21 @@ from typing import Any
 import pytest
 
 from .backends import unavailable_reason
-from .config.loader import load_study
-from .config.models import ExperimentConfig
+from .config.loader import load_study, resolve_execution
+from .config.models import BACKENDS, ExperimentConfig
 from .errors import ConfigError, LlemError, PhaseError
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
-from .study.grid import SkippedConfig, apply_cycles, compute_config_hash, number_cycles
+from .study.grid import ConfigWarning, SkippedConfig, apply_cycles, compute_config_hash, number_cycles
 from .study.ids import experiment_ids
 
 STUDY_GLOBS = ("study_*.yaml", "study_*.yml")
 RESULT_PROPERTY = "llem_result"
 ITEM_PROPERTY = "llem_item"
 session_key = pytest.StashKey[SessionResults]()
+# What the plugin runs when neither the command line, the study nor the ini says: LLenergyMeasure's CLI defaults,
+# with the interleaved order its design chose (it shipped shuffled).
+EFFECTIVE_EXECUTION_DEFAULTS: dict[str, Any] = {"n_cycles": 3, "cycle_order": "interleaved"}
 
 
 def is_study_file(path: Path) -> bool:
@@ -44,6 +47,15 @@ def execution_options(config: pytest.Config) -> tuple[dict[str, Any], dict[str, 
     return command_line, ini
 
 
+def check_execution_options(config: pytest.Config) -> None:
+    """A bad --llem-* value or llem_* ini key is one usage error at start, not one collection error per study."""
+    command_line, ini = execution_options(config)
+    try:
+        resolve_execution(None, command_line=command_line, ini=ini, defaults=EFFECTIVE_EXECUTION_DEFAULTS)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-llem: {exc}") from None
+
+
 def cache_dir(config: pytest.Config) -> Path | None:
     value = config.getoption("llem_cache_dir") or config.getini("llem_cache_dir")
     return Path(value).expanduser() if value else None
@@ -54,7 +66,7 @@ class StudyFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         command_line, ini = execution_options(self.config)
-        study = load_study(self.path, command_line=command_line, ini=ini)
+        study = load_study(self.path, command_line=command_line, ini=ini, defaults=EFFECTIVE_EXECUTION_DEFAULTS)
         assert study.study_design_hash is not None
         ids = experiment_ids(study.experiments)
         id_of = {id(exp): eid for exp, eid in zip(study.experiments, ids, strict=True)}
@@ -93,6 +105,8 @@ class StudyFile(pytest.File):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         error = excinfo.value
+        if isinstance(error, ConfigWarning):  # raised when warnings are errors (-W error): still the user's words
+            return str(error)
         if isinstance(error, ConfigError) and error.file == self.path:
             return str(ConfigError(error.message, file=self.nodeid, key=error.key))  # short path, no traceback
         if isinstance(error, LlemError):
@@ -188,8 +202,9 @@ class InvalidConfigItem(pytest.Item):
         super().__init__(**kwargs)
         self.skipped = skipped
         backend = skipped.raw_config.get("backend")
-        if isinstance(backend, str):
+        if isinstance(backend, str) and backend in BACKENDS:
             self.extra_keyword_matches.add(backend)
+            self.add_marker(backend)
         self.add_marker(pytest.mark.skip(reason=f"invalid config: {skipped.reason}"))
 
     def runtest(self) -> None:  # never reached: the skip marker stops it in setup

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from .config.models import BACKENDS, CycleOrder
-from .items import StudyFile, is_study_file, record_report, session_key
+from .items import StudyFile, check_execution_options, is_study_file, record_report, session_key
 from .report.table import render_session
 from .results.session import SessionResults
 
@@ -50,7 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class _ReportListener:
-    """Receives every test report of the session (also those xdist workers send) and keeps the results."""
+    """Receives every test report of the session and keeps the results (xdist workers' reports carry them too,
+    but the study overviews are only known where collection ran: gathering them on the controller is still to do)."""
 
     def __init__(self, results: SessionResults) -> None:
         self.results = results
@@ -60,6 +61,7 @@ class _ReportListener:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    check_execution_options(config)
     config.stash[session_key] = SessionResults()
     config.pluginmanager.register(_ReportListener(config.stash[session_key]), "llem-report-listener")
     for backend in BACKENDS:

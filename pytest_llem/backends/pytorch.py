@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ..config.models import ExperimentConfig, PyTorchConfig
@@ -36,7 +37,16 @@ class _Batch:
     input_tokens: int  # real tokens, padding excluded
 
 
-def _step_clock() -> Any:
+@dataclass
+class _Generated:
+    batch: _Batch
+    output: Any  # token ids, prompt included
+    start: float
+    steps: list[float]  # perf_counter after each decoding step
+
+
+@cache
+def _step_clock_class() -> Any:
     """A stopping criterion that never stops: it records when each decoding step produced its tokens."""
     import torch
     from transformers import StoppingCriteria
@@ -51,7 +61,7 @@ def _step_clock() -> Any:
             self.times.append(time.perf_counter())
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
-    return StepClock()
+    return StepClock
 
 
 class PyTorchBackend:
@@ -182,26 +192,34 @@ class PyTorchBackend:
             return PeakMemory(peak_rss_mb(), "peak RSS of the process during the window (VmHWM)")
         return PeakMemory(peak_rss_mb(), "peak RSS of the process since it started (VmHWM could not be reset)")
 
-    def generate(self, prepared: list[_Batch]) -> GenerationResult:
+    def generate(self, prepared: list[_Batch]) -> list[_Generated]:
+        """The timed work: generate every batch, recording when each decoding step finished. Nothing else."""
         import torch
         from transformers import StoppingCriteriaList
 
         assert self.config is not None
         kwargs = self._generate_kwargs()
+        clock_class = _step_clock_class()
         torch.manual_seed(self.config.random_seed)
-        result = GenerationResult(input_tokens=0, output_tokens=0)
+        generated = []
         with torch.inference_mode():
             for batch in prepared:
-                clock = _step_clock()
+                clock = clock_class()
                 start = time.perf_counter()
                 output = self.model.generate(
                     **batch.encoding, **kwargs, stopping_criteria=StoppingCriteriaList([clock])
                 )
-                self._account(result, batch, output, start, clock.times)
-                if result.sample_output is None:
-                    result.sample_output = self._sample_text(batch, output)
-        total = result.input_tokens + result.output_tokens
-        result.flops_estimate = 2.0 * self._non_embedding_params * total
+                generated.append(_Generated(batch, output, start, clock.times))
+        return generated
+
+    def count(self, generated: list[_Generated]) -> GenerationResult:
+        """Tokens and latencies of a window, worked out after it closed."""
+        result = GenerationResult(input_tokens=0, output_tokens=0)
+        for item in generated:
+            self._account(result, item.batch, item.output, item.start, item.steps)
+        if generated:
+            result.sample_output = self._sample_text(generated[0].batch, generated[0].output)
+        result.flops_estimate = 2.0 * self._non_embedding_params * (result.input_tokens + result.output_tokens)
         return result
 
     def _account(self, result: GenerationResult, batch: _Batch, output: Any, start: float, steps: list[float]) -> None:

@@ -14,10 +14,6 @@ from .messages import describe, key_path
 from .models import ExecutionConfig, StudyConfig
 from .platform import Platform
 
-# What the plugin runs when neither the command line, the study nor the ini file says (LLenergyMeasure's CLI
-# defaults, with the designed interleaved order rather than the shipped shuffled one).
-EFFECTIVE_EXECUTION_DEFAULTS: dict[str, Any] = {"n_cycles": 3, "cycle_order": "interleaved"}
-
 
 def read_study_file(path: Path) -> dict[str, Any]:
     """The YAML document of a study file as a mapping, or a ConfigError that says where it broke."""
@@ -39,20 +35,29 @@ def read_study_file(path: Path) -> dict[str, Any]:
     return data
 
 
+# How to name a setting that came from outside the study file: (command line option, ini key).
+OPTION_NAMES: dict[str, tuple[str, str]] = {
+    "n_cycles": ("--llem-cycles", "llem_cycles"),
+    "cycle_order": ("--llem-cycle-order", "llem_cycle_order"),
+    "shuffle_seed": ("--llem-shuffle-seed", "llem_shuffle_seed"),
+}
+
+
 def resolve_execution(
     raw_execution: Any,
     *,
     command_line: Mapping[str, Any] | None = None,
     ini: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
     path: Path | None = None,
 ) -> ExecutionConfig:
-    """Command line > study ``execution:`` > ini > effective defaults, validated as one ExecutionConfig."""
+    """Command line > study ``execution:`` > ini > defaults (else the model's own), as one ExecutionConfig."""
     if raw_execution is not None and not isinstance(raw_execution, Mapping):
         raise ConfigError("expected a mapping (n_cycles, cycle_order, …)", file=path, key="execution")
     if raw_execution:
         _validate_execution(raw_execution, "execution", path)  # wrong even where the command line overrides it
     layers: list[tuple[str, Mapping[str, Any]]] = [
-        ("defaults", EFFECTIVE_EXECUTION_DEFAULTS),
+        ("defaults", defaults or {}),
         ("ini", ini or {}),
         ("execution", raw_execution or {}),
         ("command line", command_line or {}),
@@ -76,7 +81,8 @@ def _validate_execution(
         error = exc.errors(include_url=False)[0]
         field = str(error["loc"][0]) if error["loc"] else ""
         source = origin if isinstance(origin, str) else origin.get(field, "execution")
-        key = key_path(("execution", *error["loc"])) if source == "execution" else f"{field} (from the {source})"
+        option, ini_key = OPTION_NAMES.get(field, (field, field))
+        key = {"command line": option, "ini": f"{ini_key} (ini)"}.get(source, key_path(("execution", *error["loc"])))
         raise ConfigError(describe(error, root=ExecutionConfig), file=path, key=key) from None
 
 
@@ -85,13 +91,16 @@ def load_study(
     *,
     command_line: Mapping[str, Any] | None = None,
     ini: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
     platform: Platform | None = None,
 ) -> StudyConfig:
     """Read, validate and expand one study file."""
     from ..study.grid import compute_study_design_hash, expand_grid  # the grid imports this package's models
 
     raw = read_study_file(path)
-    execution = resolve_execution(raw.get("execution"), command_line=command_line, ini=ini, path=path)
+    execution = resolve_execution(
+        raw.get("execution"), command_line=command_line, ini=ini, defaults=defaults, path=path
+    )
     experiments, skipped = expand_grid(raw, path, platform=platform)
     name = raw.get("name")
     # Every part is validated already; validating again would re-judge the experiments without their platform.

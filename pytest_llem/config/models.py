@@ -13,7 +13,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem
@@ -259,7 +259,7 @@ class ExperimentConfig(_Strict):
     energy: EnergyConfig = Field(default=EnergyConfig())
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
-    passthrough_kwargs: dict[str, Any] | None = None
+    passthrough_kwargs: dict[str, JsonValue] | None = None
 
     @model_validator(mode="after")
     def _cross_field(self, info: ValidationInfo) -> ExperimentConfig:

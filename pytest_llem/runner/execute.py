@@ -37,11 +37,12 @@ def run_experiment(
     backend_factory: BackendFactory = get_backend,
 ) -> Metrics:
     """Run ``config`` once and measure it. Raises PhaseError naming the phase that failed."""
+    backend = backend_factory(config.backend)  # an unavailable backend fails before any model is built
+    revision = config.pytorch.revision if config.pytorch else None
     with phase("model"):
-        model = resolve_model(config.model, cache_dir=cache_dir)
+        model = resolve_model(config.model, cache_dir=cache_dir, revision=revision)
     with phase("prompts"):
         prompts = load_prompts(config.dataset, config.n, seed=config.random_seed, base_dir=study_dir)
-    backend = backend_factory(config.backend)
     try:
         started = time.perf_counter()
         with phase("load"):
@@ -58,10 +59,11 @@ def run_experiment(
             backend.reset_peak_memory()
             backend.synchronize()
             window_start = time.perf_counter()
-            generation = backend.generate(prepared)
+            generated = backend.generate(prepared)
             backend.synchronize()
             duration = time.perf_counter() - window_start
             memory = backend.peak_memory()
+            generation = backend.count(generated)
     finally:
         backend.close()
 

@@ -89,11 +89,20 @@ def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+class _NotAMapping(Exception):
+    """A dotted sweep key reaches inside a value that is not a mapping."""
+
+    def __init__(self, where: str, value: Any) -> None:
+        self.where, self.value = where, value
+
+
 def _set_path(target: dict[str, Any], path: Sequence[str], value: Any) -> None:
     """Set a nested key, copying each mapping on the way: generated configs share the rest of the shared fields."""
-    for part in path[:-1]:
+    for depth, part in enumerate(path[:-1]):
         child = target.get(part)
-        child = dict(child) if isinstance(child, Mapping) else {}
+        if child is not None and not isinstance(child, Mapping):
+            raise _NotAMapping(".".join(path[: depth + 1]), child)
+        child = dict(child) if child is not None else {}
         target[part] = child
         target = child
     target[path[-1]] = value
@@ -162,7 +171,7 @@ def _parse_sweep(sweep: Any, study_path: Path | None) -> tuple[list[_Dimension],
         parts = tuple(key.split("."))
         if "" in parts:
             raise ConfigError("malformed dotted key", file=study_path, key=f"sweep.{key}")
-        scoped = parts[0] in BACKENDS and len(parts) > 1
+        scoped = parts[0] in BACKENDS  # `pytorch.batch_size`, or a whole `pytorch:` section
         dims.append(_Dimension(key, parts[0] if scoped else None, parts, tuple(values)))
     return dims, swept_backends
 
@@ -180,6 +189,10 @@ def _backend_list(value: Any, study_path: Path | None, key: str) -> list[str]:
 def _study_backends(
     fixed: Mapping[str, Any], dims: list[_Dimension], swept: list[str] | None, study_path: Path | None
 ) -> list[str]:
+    if swept is not None and "backend" in fixed:
+        raise ConfigError(
+            "is swept, and also set at the top level (backend:); keep one", file=study_path, key="sweep.backend"
+        )
     if swept is not None:
         backends = swept
     elif "backend" in fixed:
@@ -211,14 +224,25 @@ def _for_backend(fixed: Mapping[str, Any], backend: str, study_backends: set[str
 
 
 def _sweep_candidates(
-    fixed: Mapping[str, Any], dims: list[_Dimension], backends: list[str], all_backends: set[str]
+    fixed: Mapping[str, Any],
+    dims: list[_Dimension],
+    backends: list[str],
+    all_backends: set[str],
+    study_path: Path | None,
 ) -> Iterator[_Candidate]:
     for backend in backends:
         own = [d for d in dims if d.backend in (None, backend)]
         for combo in itertools.product(*(d.values for d in own)):
             raw = _for_backend(fixed, backend, all_backends)
             for dim, value in zip(own, combo, strict=True):
-                _set_path(raw, dim.path, value)
+                try:
+                    _set_path(raw, dim.path, value)
+                except _NotAMapping as exc:
+                    raise ConfigError(
+                        f"sets a field inside {exc.where}, but {exc.where} is {exc.value!r}, not a mapping",
+                        file=study_path,
+                        key=f"sweep.{dim.key}",
+                    ) from None
             yield _Candidate(raw, sweep_keys=tuple((d.key, d.path) for d in own))
 
 
@@ -239,10 +263,10 @@ def _entry_candidates(
 # --- validation ---
 
 
-def _error_key(candidate: _Candidate, loc: tuple[str | int, ...], raw_study: Mapping[str, Any]) -> str:
-    """Where in the study file the offending value was written."""
+def _error_key(candidate: _Candidate, loc: tuple[str | int, ...], raw_study: Mapping[str, Any], missing: bool) -> str:
+    """Where in the study file the offending value was written (or, if missing, should have been)."""
     path = key_path(loc)
-    if candidate.entry is not None and _has_path(raw_study["experiments"][candidate.entry], loc):
+    if candidate.entry is not None and (missing or _has_path(raw_study["experiments"][candidate.entry], loc)):
         return key_path(("experiments", candidate.entry, *loc))
     for written, dim_path in candidate.sweep_keys:
         n = min(len(dim_path), len(loc))
@@ -266,7 +290,9 @@ def _validate(
         if broken:
             first = broken[0]
             raise ConfigError(
-                describe(first), file=study_path, key=_error_key(candidate, tuple(first["loc"]), raw_study)
+                describe(first),
+                file=study_path,
+                key=_error_key(candidate, tuple(first["loc"]), raw_study, missing=first["type"] == "missing"),
             ) from None
         reason = "; ".join(f"{key_path(e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in errors)
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
@@ -278,12 +304,15 @@ def _collapse_duplicates(experiments: list[ExperimentConfig], study_path: Path |
     for exp in experiments:
         digest = compute_config_hash(exp)
         if digest in unique:
-            warnings.warn(
+            # Attributed to the study file, not to this module: it is the file the user should look at.
+            warnings.warn_explicit(
                 ConfigWarning(
                     f"{study_path or 'study'}: two experiments are identical ({exp.backend}, {exp.model}, "
                     f"{exp.precision}); running it once"
                 ),
-                stacklevel=3,
+                category=ConfigWarning,
+                filename=str(study_path or "<study>"),
+                lineno=1,
             )
             continue
         unique[digest] = exp
@@ -324,7 +353,7 @@ def expand_grid(
     if dims or swept_backends or not entries:
         has_fields = any(k != "backend" for k in fixed) or dims
         if has_fields:
-            candidates.extend(_sweep_candidates(fixed, dims, backends, all_backends))
+            candidates.extend(_sweep_candidates(fixed, dims, backends, all_backends, study_path))
     candidates.extend(_entry_candidates(fixed, entries, backends, all_backends, study_path))
     if not candidates:
         raise ConfigError(

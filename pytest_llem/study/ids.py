@@ -58,24 +58,32 @@ def experiment_ids(experiments: Sequence[ExperimentConfig]) -> list[str]:
             continue
         values = [(p, _lookup(identity, p)) for p in varying]
         ids.append("-".join([exp.backend] + [_show(p, v) for p, v in values if v is not None]))
-    return _deduplicate(ids)
+    return _deduplicate(ids, explicit=[bool(e.id) for e in experiments])
 
 
 _MISSING = object()
 
 
-def _deduplicate(ids: list[str]) -> list[str]:
-    """Number repeated ids like pytest does (``x-0``, ``x-1``), skipping numbers another id already uses."""
-    counts = Counter(ids)
-    taken = set(ids)
+def _deduplicate(ids: list[str], explicit: list[bool]) -> list[str]:
+    """Number repeated ids like pytest does (``x-0``, ``x-1``). An experiment's own ``id:`` is kept as written when
+    no other experiment claims it too, and no generated id may take it."""
+    pairs = list(zip(ids, explicit, strict=True))
+    own_counts = Counter(i for i, own in pairs if own)
+    generated_counts = Counter(i for i, own in pairs if not own)
+    taken = {i for i, own in pairs if own and own_counts[i] == 1}
+    every = set(ids)
     next_number: Counter[str] = Counter()
     out = []
-    for id_ in ids:
-        if counts[id_] == 1:
+    for id_, own in pairs:
+        if own and own_counts[id_] == 1:
             out.append(id_)
             continue
+        if not own and generated_counts[id_] == 1 and id_ not in taken:
+            out.append(id_)
+            taken.add(id_)
+            continue
         candidate = f"{id_}-{next_number[id_]}"
-        while candidate in taken:
+        while candidate in taken or candidate in every:
             next_number[id_] += 1
             candidate = f"{id_}-{next_number[id_]}"
         next_number[id_] += 1

@@ -61,7 +61,7 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "pytest-llem"
 
 
-def resolve_model(spec: str, *, cache_dir: Path | None = None) -> ResolvedModel:
+def resolve_model(spec: str, *, cache_dir: Path | None = None, revision: str | None = None) -> ResolvedModel:
     """Find (or, for built-ins, build) the model ``spec`` names; raise ModelNotFoundError if it cannot be had."""
     text = spec.strip()
     if not text:
@@ -73,7 +73,7 @@ def resolve_model(spec: str, *, cache_dir: Path | None = None) -> ResolvedModel:
     local = _local_folder(text)
     if local is not None:
         return ResolvedModel(spec=spec, location=str(local), kind="local")
-    return ResolvedModel(spec=spec, location=_hub_location(text), kind="hub")
+    return ResolvedModel(spec=spec, location=_hub_location(text, revision), kind="hub")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -118,13 +118,13 @@ def _hf_hub_cache() -> Path:
     return Path(os.path.expandvars(home)).expanduser() / "hub"
 
 
-def _hub_location(repo_id: str) -> str:
+def _hub_location(repo_id: str, revision: str | None = None) -> str:
     """The cached snapshot folder of ``repo_id``, or the id itself when transformers may still download it."""
     from huggingface_hub import try_to_load_from_cache  # not at module level: keeps the plugin import light
 
     hub_cache = _hf_hub_cache()
     try:
-        cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache)
+        cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache, revision=revision)
     except ValueError as exc:  # HFValidationError: neither an existing folder nor a well-formed hub id
         raise ModelNotFoundError(
             f"model {repo_id!r} is neither an existing local folder nor a valid hub id (org/name): {exc}"

@@ -98,7 +98,7 @@ def test_flops_estimate_is_two_times_non_embedding_params_times_tokens(tiny) -> 
 def test_peak_memory_is_the_process_rss_on_cpu() -> None:
     metrics = run_experiment(experiment())
     assert metrics.peak_memory_mb is not None and metrics.peak_memory_mb > 50
-    assert "RSS" in metrics.peak_memory_source
+    assert metrics.peak_memory_source == "peak RSS of the process during the window (VmHWM)"  # the reset worked
 
 
 def test_output_is_counted_up_to_the_first_eos(tiny) -> None:
@@ -138,3 +138,26 @@ def test_a_failure_names_its_phase(overrides: dict[str, object], phase: str, mes
         run_experiment(experiment(**overrides))
     assert caught.value.phase == phase
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)]
+)
+def test_precision_decides_the_dtype_of_the_loaded_model(precision: str, dtype: torch.dtype, llem_cache_dir) -> None:
+    backend = PyTorchBackend()
+    config = experiment(precision=precision)
+    backend.load(config, resolve_model(config.model, cache_dir=llem_cache_dir))
+    assert backend.model.dtype == dtype
+    assert backend.model.device.type == "cpu"
+
+
+def test_sampling_settings_reach_generate_and_greedy_drops_them() -> None:
+    backend = PyTorchBackend()
+    backend.tokenizer = type("Tok", (), {"pad_token_id": 0})()
+    backend.config = experiment(decoder={"preset": "creative", "top_k": 7}, pytorch={"batch_size": 2, "num_beams": 2})
+    sampled = backend._generate_kwargs()
+    assert (sampled["do_sample"], sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (True, 0.8, 0.9, 7)
+    assert sampled["repetition_penalty"] == 1.1 and sampled["num_beams"] == 2
+    backend.config = experiment()
+    greedy = backend._generate_kwargs()
+    assert greedy["do_sample"] is False and greedy["temperature"] is None and greedy["min_new_tokens"] == 5

@@ -162,3 +162,16 @@ def test_continue_on_collection_errors_runs_the_good_study(pytester: pytest.Pyte
     pytester.makefile(".yaml", study_bad="precison: fp16\n", study_good=TINY + "warmup: {enabled: false}\n")
     result = pytester.runpytest("--llem-cycles=1", "--continue-on-collection-errors")
     result.assert_outcomes(passed=1, errors=1)
+
+
+def test_a_bad_option_value_is_one_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", study_a=TINY, study_b=TINY)
+    result = pytester.runpytest("--collect-only", "--llem-cycles=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-llem: --llem-cycles: input should be greater than or equal to 1*"])
+
+
+def test_backend_marker_also_selects_that_backends_invalid_configs(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", study_m=MULTI + "experiments:\n  - {backend: vllm, precision: fp16}\n")
+    marked = item_names(pytester.runpytest("--collect-only", "-q", "--llem-cycles=1", "-m", "vllm"))
+    assert marked == ["vllm-fp32[cycle1]", "vllm-bf16[cycle1]", "invalid-1[vllm-fp16]"]

@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from pytest_llem import ConfigError, CycleOrder, StudyConfig
-from pytest_llem.config.loader import EFFECTIVE_EXECUTION_DEFAULTS, load_study, read_study_file, resolve_execution
+from pytest_llem.config.loader import load_study, read_study_file, resolve_execution
+
+# The plugin's effective defaults, passed in as the lowest layer (the library's own are the model's: 1, sequential).
+PLUGIN_DEFAULTS = {"n_cycles": 3, "cycle_order": "interleaved"}
 
 # --------------------------------------------------------------------------------------------------------- YAML reading
 
@@ -72,11 +75,20 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ execution precedence
 
 
-def test_effective_defaults() -> None:
+def test_library_defaults_are_the_models() -> None:
     execution = resolve_execution(None)
-    assert execution.n_cycles == 3
-    assert execution.cycle_order == CycleOrder.INTERLEAVED
-    assert EFFECTIVE_EXECUTION_DEFAULTS == {"n_cycles": 3, "cycle_order": "interleaved"}
+    assert (execution.n_cycles, execution.cycle_order) == (1, CycleOrder.SEQUENTIAL)
+
+
+def test_defaults_layer_applies_when_nothing_else_says() -> None:
+    execution = resolve_execution(None, defaults=PLUGIN_DEFAULTS)
+    assert (execution.n_cycles, execution.cycle_order) == (3, CycleOrder.INTERLEAVED)
+
+
+def test_the_plugin_passes_llenergymeasures_cli_defaults() -> None:
+    from pytest_llem.items import EFFECTIVE_EXECUTION_DEFAULTS
+
+    assert EFFECTIVE_EXECUTION_DEFAULTS == PLUGIN_DEFAULTS
 
 
 def test_ini_beats_defaults() -> None:
@@ -104,7 +116,9 @@ def test_command_line_beats_study_execution() -> None:
 
 
 def test_unset_command_line_options_do_not_override() -> None:
-    execution = resolve_execution({"n_cycles": 2}, command_line={"n_cycles": None, "cycle_order": None})
+    execution = resolve_execution(
+        {"n_cycles": 2}, command_line={"n_cycles": None, "cycle_order": None}, defaults=PLUGIN_DEFAULTS
+    )
     assert (execution.n_cycles, execution.cycle_order) == (2, CycleOrder.INTERLEAVED)
 
 
@@ -113,6 +127,7 @@ def test_layers_merge_per_key() -> None:
         {"config_gap_seconds": 1.0},
         ini={"cycle_gap_seconds": 9.0, "shuffle_seed": 4},
         command_line={"cycle_order": "shuffled"},
+        defaults=PLUGIN_DEFAULTS,
     )
     assert execution.n_cycles == 3
     assert execution.cycle_order == CycleOrder.SHUFFLED
@@ -125,15 +140,14 @@ def test_invalid_ini_value_names_its_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         resolve_execution(None, ini={"n_cycles": 0}, path=tmp_path / "study.yaml")
     assert excinfo.value.key is not None
-    assert "n_cycles" in excinfo.value.key
-    assert "ini" in excinfo.value.key
+    assert excinfo.value.key == "llem_cycles (ini)"
 
 
 def test_invalid_command_line_value_names_its_source() -> None:
     with pytest.raises(ConfigError) as excinfo:
         resolve_execution(None, command_line={"cycle_order": "random"})
     assert excinfo.value.key is not None
-    assert "cycle_order" in excinfo.value.key and "command line" in excinfo.value.key
+    assert excinfo.value.key == "--llem-cycle-order"
 
 
 def test_invalid_study_value_names_the_study_key(tmp_path: Path) -> None:
@@ -191,7 +205,7 @@ def test_load_study(tmp_path: Path, platform: str, runs: list[str], skipped_prec
 def test_load_study_uses_the_name_key(tmp_path: Path) -> None:
     path = tmp_path / "file-name.yaml"
     path.write_text("name: my-study\nmodel: org/model\n")
-    study = load_study(path, platform="cpu")
+    study = load_study(path, platform="cpu", defaults=PLUGIN_DEFAULTS)
     assert study.name == "my-study"
     assert len(study.experiments) == 1
     assert study.skipped_configs == []
