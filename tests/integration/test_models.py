@@ -14,6 +14,8 @@ import pytest
 
 import pytest_llem.workload.models as models_module
 from pytest_llem.errors import LlemError, ModelNotFoundError
+from pytest_llem.workload import builtins
+from pytest_llem.workload.cache import build_into
 from pytest_llem.workload.models import BUILTIN_MODELS, ResolvedModel, default_cache_dir, resolve_model
 
 REPO_ROOT = Path(models_module.__file__).resolve().parents[2]
@@ -188,7 +190,8 @@ def test_a_build_that_loses_the_rename_race_is_discarded(tiny: ResolvedModel) ->
     """Where locks do not work, two builds may finish; the second finds the folder in place and drops its copy."""
     target = Path(tiny.location)
     marker_before = (target / ".complete").stat().st_mtime_ns
-    models_module._build_into("tiny-llama", models_module._BUILTINS["tiny-llama"], target)
+    recipe = builtins._BUILTINS["tiny-llama"]
+    build_into("builtin:tiny-llama", recipe.version, recipe.build, target)
     assert (target / ".complete").stat().st_mtime_ns == marker_before
     assert not list(target.parent.glob(f".{TINY_FOLDER}.tmp-*"))
 
