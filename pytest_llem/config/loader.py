@@ -43,6 +43,29 @@ OPTION_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
+def load_base(base: Any, study_path: Path | None, study_only_keys: frozenset[str]) -> dict[str, Any]:
+    """The experiment file a study names in ``base:``, resolved beside the study file, without study-only keys."""
+    if base is None:
+        return {}
+    if not isinstance(base, str | Path):
+        raise ConfigError(f"expected a path to an experiment file, got {base!r}", file=study_path, key="base")
+    path = Path(base)
+    if not path.is_absolute() and study_path is not None:
+        path = study_path.parent / path
+    if not path.is_file():
+        raise ConfigError(f"file not found: {path}", file=study_path, key="base")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read base file {path}: {exc}", file=study_path, key="base") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"base file {path} is not valid YAML: {exc}", file=study_path, key="base") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"base file {path} must hold a mapping of keys", file=study_path, key="base")
+    # A base is one experiment: study-only keys inside it (and base chains) are ignored.
+    return {k: v for k, v in data.items() if k not in study_only_keys}
+
+
 def resolve_execution(
     raw_execution: Any,
     *,

@@ -9,22 +9,22 @@ identical experiments collapse into one; a sweep ``backend:`` list gives indepen
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import random
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from ..config.loader import load_base
 from ..config.messages import describe, key_path, unknown_key_message
 from ..config.models import BACKENDS, INVALID_COMBINATION, CycleOrder, ExperimentConfig
 from ..config.platform import Platform, detect_platform
 from ..errors import ConfigError
+from .cycles import apply_cycles, number_cycles
+from .hashing import compute_config_hash, compute_study_design_hash
 
 __all__ = [
     "STUDY_ONLY_KEYS",
@@ -115,28 +115,6 @@ def _has_path(source: Any, path: Sequence[str | int]) -> bool:
         else:
             return False
     return True
-
-
-def _load_base(base: Any, study_path: Path | None) -> dict[str, Any]:
-    if base is None:
-        return {}
-    if not isinstance(base, str | Path):
-        raise ConfigError(f"expected a path to an experiment file, got {base!r}", file=study_path, key="base")
-    path = Path(base)
-    if not path.is_absolute() and study_path is not None:
-        path = study_path.parent / path
-    if not path.is_file():
-        raise ConfigError(f"file not found: {path}", file=study_path, key="base")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read base file {path}: {exc}", file=study_path, key="base") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"base file {path} is not valid YAML: {exc}", file=study_path, key="base") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"base file {path} must hold a mapping of keys", file=study_path, key="base")
-    # A base is one experiment: study-only keys inside it (and base chains) are ignored.
-    return {k: v for k, v in data.items() if k not in STUDY_ONLY_KEYS}
 
 
 # --- sweep parsing ---
@@ -338,7 +316,8 @@ def expand_grid(
     _check_top_level(raw, study_path)
     platform = platform or detect_platform()
     fixed = _deep_merge(
-        _load_base(raw.get("base"), study_path), {k: v for k, v in raw.items() if k not in STUDY_ONLY_KEYS}
+        load_base(raw.get("base"), study_path, STUDY_ONLY_KEYS),
+        {k: v for k, v in raw.items() if k not in STUDY_ONLY_KEYS},
     )
     dims, swept_backends = _parse_sweep(raw.get("sweep"), study_path)
     entries = raw.get("experiments") or []
@@ -371,58 +350,3 @@ def expand_grid(
             f"nothing to run — all {len(skipped)} generated config(s) are invalid: {reasons}", file=study_path
         )
     return _collapse_duplicates(valid, study_path), skipped
-
-
-# --- hashing, cycles ---
-
-
-def _digest(canonical_json: str) -> str:
-    return hashlib.sha256(canonical_json.encode()).hexdigest()[:16]
-
-
-def compute_config_hash(experiment: ExperimentConfig) -> str:
-    """16 hex identifying one experiment's settings (its identity across runs and files)."""
-    return _digest(experiment.identity_json)
-
-
-def compute_study_design_hash(experiments: Sequence[ExperimentConfig]) -> str:
-    """16 hex over the unique experiments in order; execution settings are excluded so topping up cycles keeps it.
-
-    The same bytes as ``json.dumps([identity, ...], sort_keys=True)``, built from each experiment's cached JSON.
-    """
-    return _digest("[" + ", ".join(e.identity_json for e in experiments) + "]")
-
-
-def apply_cycles(
-    experiments: Sequence[ExperimentConfig],
-    n_cycles: int,
-    order: CycleOrder | str,
-    study_design_hash: str,
-    shuffle_seed: int | None = None,
-) -> list[ExperimentConfig]:
-    """The execution sequence: every experiment ``n_cycles`` times, laid out by ``order``."""
-    order = CycleOrder(order)
-    if n_cycles == 1:
-        return list(experiments)
-    if order is CycleOrder.SEQUENTIAL:
-        return [e for e in experiments for _ in range(n_cycles)]
-    if order is CycleOrder.INTERLEAVED:
-        return list(experiments) * n_cycles
-    seed = shuffle_seed if shuffle_seed is not None else int(study_design_hash, 16) & 0xFFFFFFFF
-    rng = random.Random(seed)
-    sequence: list[ExperimentConfig] = []
-    for _ in range(n_cycles):
-        cycle = list(experiments)
-        rng.shuffle(cycle)
-        sequence.extend(cycle)
-    return sequence
-
-
-def number_cycles(sequence: Sequence[ExperimentConfig]) -> list[tuple[ExperimentConfig, int]]:
-    """Pair each entry of an ``apply_cycles`` sequence with its cycle number (1-based)."""
-    seen: dict[int, int] = {}
-    out = []
-    for exp in sequence:
-        seen[id(exp)] = seen.get(id(exp), 0) + 1
-        out.append((exp, seen[id(exp)]))
-    return out
