@@ -28,12 +28,6 @@ class ConfigError(LlemError, ValueError):
             where.append(self.key)
         return ": ".join([*where, self.message])
 
-    def located(self, *, file: Path | str | None = None) -> ConfigError:
-        """The same error with its file filled in, when the raiser did not know it."""
-        if self.file is not None or file is None:
-            return self
-        return ConfigError(self.message, file=file, key=self.key)
-
 
 class ModelNotFoundError(LlemError):
     """The model named by an experiment cannot be found: no such folder or built-in, or not cached while offline."""

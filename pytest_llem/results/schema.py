@@ -70,8 +70,8 @@ class ItemResult(BaseModel):
     started_at: float
     finished_at: float
 
-    # Metric names the summary can aggregate (numbers at the top level of Metrics or a latency's field).
     def value(self, metric: str) -> float | None:
+        """A number of ``metrics`` by name: a top-level field (``tokens_per_s``) or a latency's (``ttft_s.mean``)."""
         head, _, tail = metric.partition(".")
         raw = getattr(self.metrics, head)
         if tail:
