@@ -48,3 +48,11 @@ class PhaseError(LlemError):
         self.phase = phase
         self.cause = cause
         super().__init__(f"{phase} failed: {type(cause).__name__}: {cause}")
+
+
+class EnergyUnavailableError(LlemError):
+    """Energy was demanded (``meter: zeus``, a GPU index) but cannot be measured as asked."""
+
+
+class MeasurementWarningError(LlemError):
+    """Under ``--llem-strict``, a measurement that raised validity warnings fails its item."""

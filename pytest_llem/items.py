@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,9 @@ import pytest
 from .backends import unavailable_reason
 from .config.loader import load_study, resolve_execution
 from .config.models import BACKENDS, ExperimentConfig
+from .energy.meter import METER_CHOICES
 from .errors import ConfigError, LlemError, PhaseError
+from .measurement import MeasurementSession
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
 from .study.grid import ConfigWarning, SkippedConfig, apply_cycles, compute_config_hash, number_cycles
@@ -27,6 +29,7 @@ STUDY_GLOBS = ("study_*.yaml", "study_*.yml")
 RESULT_PROPERTY = "llem_result"
 ITEM_PROPERTY = "llem_item"
 session_key = pytest.StashKey[SessionResults]()
+measurement_key = pytest.StashKey[MeasurementSession]()
 # What the plugin runs when neither the command line, the study nor the ini says: LLenergyMeasure's CLI defaults,
 # with the interleaved order its design chose (it shipped shuffled).
 EFFECTIVE_EXECUTION_DEFAULTS: dict[str, Any] = {"n_cycles": 3, "cycle_order": "interleaved"}
@@ -54,6 +57,21 @@ def check_execution_options(config: pytest.Config) -> None:
         resolve_execution(None, command_line=command_line, ini=ini, defaults=EFFECTIVE_EXECUTION_DEFAULTS)
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
+
+
+def measurement_session(config: pytest.Config) -> MeasurementSession:
+    """The session's meters and measuring options (--llem-meter / llem_meter, --llem-strict / llem_strict)."""
+    ini_meter = config.getini("llem_meter") or None
+    if ini_meter is not None and ini_meter not in METER_CHOICES:
+        raise pytest.UsageError(
+            f"pytest-llem: llem_meter (ini): must be one of {', '.join(METER_CHOICES)}, not {ini_meter!r}"
+        )
+    return MeasurementSession(
+        project_dir=config.rootpath,
+        command_line_meter=config.getoption("llem_meter"),
+        ini_meter=ini_meter,
+        strict=bool(config.getoption("llem_strict") or config.getini("llem_strict")),
+    )
 
 
 def cache_dir(config: pytest.Config) -> Path | None:
@@ -159,7 +177,15 @@ class ExperimentItem(pytest.Item):
             )
         )
         started = time.time()
-        metrics = run_experiment(self.experiment, study_dir=self.path.parent, cache_dir=cache_dir(self.config))
+        measuring = self.config.stash[measurement_key]
+        meter = measuring.meter_for(self.experiment.energy)
+        metrics = run_experiment(
+            self.experiment,
+            study_dir=self.path.parent,
+            cache_dir=cache_dir(self.config),
+            meter=meter,
+            idle_baselines=measuring.idle_baselines,
+        )
         result = ItemResult(
             study=self.parent.nodeid if self.parent else str(self.path),
             study_design_hash=self.study_design_hash,
@@ -170,11 +196,13 @@ class ExperimentItem(pytest.Item):
             model=self.experiment.model,
             config=self.experiment.identity(),
             metrics=metrics,
+            environment=measuring.environment(meter),
             started_at=started,
             finished_at=time.time(),
         )
         # Results travel with the test report, so they reach the controller the same way under xdist.
         self.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
+        measuring.enforce(metrics.measurement_warnings, f"{self.experiment_id} cycle {self.cycle}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         error = excinfo.value
@@ -215,12 +243,22 @@ class InvalidConfigItem(pytest.Item):
 
 
 def record_report(results: SessionResults, report: pytest.TestReport) -> None:
-    """Take an item's result (or failure) out of its report; the same path serves reports from xdist workers."""
-    properties: Mapping[str, Any] = dict(report.user_properties)
-    if ITEM_PROPERTY not in properties:
+    """Take an item's results (or failure) out of its report; the same path serves reports from xdist workers.
+
+    A study item carries one result, a test using ``llem_energy`` one per window; a failed report counts a failure for
+    each result it carries (or, for a study item that failed before measuring, for its experiment)."""
+    if not any(name == ITEM_PROPERTY for name, _ in report.user_properties):
         return
-    if report.when == "call" and report.passed and RESULT_PROPERTY in properties:
-        results.add_result(ItemResult.model_validate_json(properties[RESULT_PROPERTY]))
+    carried = [
+        ItemResult.model_validate_json(str(value)) for name, value in report.user_properties if name == RESULT_PROPERTY
+    ]
+    if report.when == "call" and report.passed:
+        for result in carried:
+            results.add_result(result)
     elif report.failed:
-        item = json.loads(properties[ITEM_PROPERTY])
-        results.add_failure(item["study"], item["experiment_id"])
+        for result in carried:
+            results.add_failure(result.study, result.experiment_id)
+        if not carried:
+            item = json.loads(str(dict(report.user_properties)[ITEM_PROPERTY]))
+            if "experiment_id" in item:
+                results.add_failure(item["study"], item["experiment_id"])

@@ -1,4 +1,6 @@
-"""pytest hooks of pytest-llem. Each hook only delegates: the work lives in ``items`` and the library modules."""
+"""pytest hooks of pytest-llem. Each hook only delegates: the work lives in ``items``, ``fixtures`` and the library.
+
+``llem_energy`` is imported here so pytest registers it as this plugin's fixture."""
 
 from __future__ import annotations
 
@@ -7,7 +9,18 @@ from pathlib import Path
 import pytest
 
 from .config.models import BACKENDS, CycleOrder
-from .items import StudyFile, check_execution_options, is_study_file, record_report, session_key
+from .energy.meter import METER_CHOICES
+from .fixtures import llem_energy as llem_energy
+from .fixtures import record_windows
+from .items import (
+    StudyFile,
+    check_execution_options,
+    is_study_file,
+    measurement_key,
+    measurement_session,
+    record_report,
+    session_key,
+)
 from .report.table import render_session
 from .results.session import SessionResults
 
@@ -44,9 +57,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="where built-in models are materialised (default $LLEM_CACHE_DIR or ~/.cache/pytest-llem)",
     )
+    group.addoption(
+        "--llem-meter",
+        dest="llem_meter",
+        default=None,
+        choices=list(METER_CHOICES),
+        help="energy meter: auto (Zeus with whatever devices it finds), zeus (fail items if it finds none) or none; "
+        "beats the study's energy.meter",
+    )
+    group.addoption(
+        "--llem-strict",
+        dest="llem_strict",
+        action="store_true",
+        default=False,
+        help="fail an item whose energy measurement raised a validity warning (short window, 0 J, ...)",
+    )
     parser.addini("llem_cycles", "default number of cycles when neither the command line nor the study says")
     parser.addini("llem_cycle_order", "default cycle order: sequential, interleaved or shuffled")
     parser.addini("llem_cache_dir", "where built-in models are materialised")
+    parser.addini(
+        "llem_meter", "default energy meter when neither the command line nor the study says: auto, zeus, none"
+    )
+    parser.addini(
+        "llem_strict", "fail items with measurement warnings (like --llem-strict)", type="bool", default=False
+    )
 
 
 class _ReportListener:
@@ -63,9 +97,18 @@ class _ReportListener:
 def pytest_configure(config: pytest.Config) -> None:
     check_execution_options(config)
     config.stash[session_key] = SessionResults()
+    config.stash[measurement_key] = measurement_session(config)
     config.pluginmanager.register(_ReportListener(config.stash[session_key]), "llem-report-listener")
     for backend in BACKENDS:
         config.addinivalue_line("markers", f"{backend}: a pytest-llem item that runs on the {backend} backend")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    try:
+        return (yield)
+    finally:
+        record_windows(item)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> StudyFile | None:

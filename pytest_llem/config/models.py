@@ -11,7 +11,7 @@ import copy
 import json
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -93,8 +93,11 @@ class BaselineConfig(_Strict):
 
 
 class EnergyConfig(_Strict):
-    meter: Literal["auto", "zeus", "none"] = "auto"
-    gpu_indices: list[int] | None = None
+    """``meter``: None leaves the choice to ``--llem-meter`` / the ``llem_meter`` ini key (default auto).
+    ``gpu_indices``: CUDA numbering as this process sees it (after ``CUDA_VISIBLE_DEVICES``); None = all visible."""
+
+    meter: Literal["auto", "zeus", "none"] | None = None
+    gpu_indices: list[Annotated[int, Field(ge=0)]] | None = None
 
 
 class DatasetConfig(_Strict):

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from ..results.session import ExperimentSummary, SessionResults, StudyOverview
 from ..results.stats import Summary
 
 
-def _mean_ci(summary: Summary, scale: float = 1.0, digits: int = 1) -> str:
+def _digits(value: float) -> int:
+    """Decimals that show about three significant figures (0.0523 J/tok, 12.3 W, 1234 J)."""
+    if value == 0 or not math.isfinite(value):
+        return 1
+    return max(0, min(4, 2 - math.floor(math.log10(abs(value)))))
+
+
+def _mean_ci(summary: Summary, scale: float = 1.0, digits: int | None = 1) -> str:
+    """``digits`` None: about three significant figures."""
     if summary.mean is None:
         return "-"
+    if digits is None:
+        digits = _digits(summary.mean * scale)
     text = f"{summary.mean * scale:.{digits}f}"
     if summary.half_width is not None:
         text += f" ± {summary.half_width * scale:.{digits}f}"
@@ -37,6 +48,9 @@ COLUMNS: list[tuple[str, Callable[[ExperimentSummary], str]]] = [
     ("TTFT ms", lambda r: _mean(r.metrics["ttft_s.mean"], scale=1000)),
     ("ITL p50 ms", lambda r: _mean(r.metrics["itl_s.p50"], scale=1000, digits=2)),
     ("peak MB", lambda r: _max(r.metrics["peak_memory_mb"])),
+    ("energy J (95% CI)", lambda r: _mean_ci(r.metrics["energy_j"], digits=None)),
+    ("J/tok", lambda r: _mean_ci(r.metrics["energy_per_output_token_j"], digits=None)),
+    ("mean W", lambda r: _mean_ci(r.metrics["mean_power_w"], digits=None)),
 ]
 
 
@@ -61,10 +75,30 @@ def render_study(overview: StudyOverview, session: SessionResults) -> list[str]:
     return lines
 
 
+def render_fixture_group(study: str, session: SessionResults) -> list[str]:
+    rows = session.summarise(study)
+    return [f"{study}: llem_energy windows", *render_rows(rows)]
+
+
+def render_footer(session: SessionResults) -> list[str]:
+    """Which energy source measured the results (or why none could), their warnings and the environment."""
+    lines = [f"energy: {source} ({count} results)" for source, count in session.energy_sources().items()]
+    warnings = session.measurement_warnings()
+    if warnings:
+        lines.append(f"measurement warnings ({len(warnings)}; --llem-strict fails such items):")
+        lines += [f"  {r.experiment_id} cycle {r.cycle}: {w}" for r, w in warnings]
+    lines += [f"environment: {env.describe()}" for env in session.environments()]
+    return lines
+
+
 def render_session(session: SessionResults) -> list[str]:
+    sections = [render_study(overview, session) for overview in session.studies.values()]
+    sections += [render_fixture_group(study, session) for study in session.fixture_groups()]
     lines: list[str] = []
-    for overview in session.studies.values():
+    for section in sections:
         if lines:
             lines.append("")
-        lines += render_study(overview, session)
+        lines += section
+    if session.results:
+        lines += ["", *render_footer(session)]
     return lines

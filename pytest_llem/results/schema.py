@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1"
+from ..energy.baseline import IdlePower
+from ..energy.meter import Reading
+from .environment import Environment
+
+SCHEMA_VERSION = "2"
 
 
 class LatencyStats(BaseModel):
@@ -32,28 +36,73 @@ class LatencyStats(BaseModel):
         )
 
 
-class Metrics(BaseModel):
-    """DESIGN.md "Metrics": one definition each."""
+class EnergyMetrics(BaseModel):
+    """DESIGN.md "Metrics", energy part: what the meter read over the window. None = not measured, with the reason."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input_tokens: int
-    output_tokens: int
+    energy_j: float | None = Field(None, description="energy of the window summed over the measured devices")
+    gpu_energy_j: dict[int, float] = Field(default_factory=dict, description="per GPU, keyed by the driver's index")
+    cpu_energy_j: float | None = Field(None, description="CPU packages (RAPL)")
+    dram_energy_j: float | None = Field(None, description="DRAM (RAPL)")
+    mean_power_w: float | None = Field(None, description="energy_j / duration_s")
+    energy_per_output_token_j: float | None = Field(None, description="energy_j / output_tokens")
+    energy_source: str | None = Field(None, description="which devices, through what")
+    energy_unavailable_reason: str | None = Field(None, description="why energy_j is None")
+    idle_power_w: float | None = Field(None, description="idle power of the same devices, measured before load")
+    idle_power_origin: str | None = Field(None, description="measured before load, cached (and how old) or unavailable")
+    energy_adjusted_j: float | None = Field(None, description="energy_j - idle_power_w * duration_s")
+    measurement_warnings: list[str] = Field(default_factory=list, description="why the reading may not be trustworthy")
+
+    @classmethod
+    def of(cls, reading: Reading, output_tokens: int | None, idle: IdlePower | None) -> dict[str, Any]:
+        """The energy fields of a window, as keyword arguments for ``Metrics``."""
+        energy = reading.energy_j
+        warnings = list(reading.warnings)
+        adjusted = None
+        if idle is not None:
+            warnings += idle.warnings
+            if energy is not None and idle.watts is not None:
+                adjusted = energy - idle.watts * reading.duration_s
+        return {
+            "duration_s": reading.duration_s,
+            "energy_j": energy,
+            "gpu_energy_j": dict(reading.gpu_energy_j),
+            "cpu_energy_j": reading.cpu_energy_j,
+            "dram_energy_j": reading.dram_energy_j,
+            "mean_power_w": reading.mean_power_w,
+            "energy_per_output_token_j": energy / output_tokens if energy is not None and output_tokens else None,
+            "energy_source": reading.source,
+            "energy_unavailable_reason": reading.unavailable_reason,
+            "idle_power_w": idle.watts if idle is not None else None,
+            "idle_power_origin": idle.origin if idle is not None else None,
+            "energy_adjusted_j": adjusted,
+            "measurement_warnings": warnings,
+        }
+
+
+class Metrics(EnergyMetrics):
+    """DESIGN.md "Metrics": one definition each. Study items fill every field they can; an ``llem_energy`` window
+    has only what the test tells it (output tokens) besides the energy and time."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
     duration_s: float = Field(description="wall time of the window, after device sync")
-    tokens_per_s: float | None = Field(description="output_tokens / duration_s")
-    ttft_s: LatencyStats | None
-    itl_s: LatencyStats | None
-    peak_memory_mb: float | None
-    peak_memory_source: str
-    flops_estimate: float | None = Field(description="2 × non-embedding parameters × (input + output tokens)")
-    load_s: float
-    warmup_s: float
+    tokens_per_s: float | None = Field(None, description="output_tokens / duration_s")
+    ttft_s: LatencyStats | None = None
+    itl_s: LatencyStats | None = None
+    peak_memory_mb: float | None = None
+    peak_memory_source: str | None = None
+    flops_estimate: float | None = Field(None, description="2 × non-embedding parameters × (input + output tokens)")
+    load_s: float | None = None
+    warmup_s: float | None = None
     unavailable: dict[str, str] = Field(default_factory=dict, description="metric → why it is null")
     sample_output: str | None = None
 
 
 class ItemResult(BaseModel):
-    """One (experiment, cycle): who it is, what it ran, what it measured."""
+    """One (experiment, cycle) of a study, or one ``llem_energy`` window of a plain test (``kind: fixture``; then
+    ``study`` is the test's file and ``experiment_id`` names the test and the window)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,10 +112,12 @@ class ItemResult(BaseModel):
     experiment_id: str
     config_hash: str
     cycle: int
-    backend: str
-    model: str
+    kind: Literal["study", "fixture"] = "study"
+    backend: str | None
+    model: str | None
     config: dict[str, Any]
     metrics: Metrics
+    environment: Environment | None = None
     started_at: float
     finished_at: float
 

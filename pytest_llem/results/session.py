@@ -5,11 +5,22 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from .environment import Environment
 from .schema import ItemResult
 from .stats import Summary
 
 # Metrics summarised per experiment in the table and (later) in summary files.
-SUMMARY_METRICS = ("tokens_per_s", "output_tokens", "duration_s", "ttft_s.mean", "itl_s.p50", "peak_memory_mb")
+SUMMARY_METRICS = (
+    "tokens_per_s",
+    "output_tokens",
+    "duration_s",
+    "ttft_s.mean",
+    "itl_s.p50",
+    "peak_memory_mb",
+    "energy_j",
+    "energy_per_output_token_j",
+    "mean_power_w",
+)
 
 
 @dataclass
@@ -61,7 +72,7 @@ class SessionResults:
             if result.study == study:
                 by_experiment[result.experiment_id].append(result)
         overview = self.studies.get(study)
-        order = overview.experiment_ids if overview else sorted(by_experiment)
+        order = overview.experiment_ids if overview else list(by_experiment)  # fixture windows: as they reported
         rows = []
         for experiment_id in order:
             done = by_experiment.get(experiment_id, [])
@@ -71,3 +82,32 @@ class SessionResults:
             metrics = {m: Summary.of([r.value(m) for r in done]) for m in SUMMARY_METRICS}
             rows.append(ExperimentSummary(experiment_id, len(done), failed, metrics))
         return rows
+
+    def fixture_groups(self) -> list[str]:
+        """Test files whose ``llem_energy`` windows were recorded, in the order they first reported."""
+        groups: dict[str, None] = {}
+        for result in self.results:
+            if result.kind == "fixture" and result.study not in self.studies:
+                groups[result.study] = None
+        return list(groups)
+
+    def energy_sources(self) -> dict[str, int]:
+        """How many results each energy source measured; unmeasured ones under "not measured: <reason>"."""
+        counts: dict[str, int] = defaultdict(int)
+        for result in self.results:
+            m = result.metrics
+            source = m.energy_source if m.energy_j is not None else None
+            counts[source or f"not measured: {m.energy_unavailable_reason}"] += 1
+        return dict(counts)
+
+    def measurement_warnings(self) -> list[tuple[ItemResult, str]]:
+        return [(r, w) for r in self.results for w in r.metrics.measurement_warnings]
+
+    def environments(self) -> list[Environment]:
+        unique: dict[str, Environment] = {}
+        for result in self.results:
+            if result.environment is not None:
+                unique.setdefault(
+                    result.environment.fingerprint + (result.environment.git_commit or ""), result.environment
+                )
+        return list(unique.values())

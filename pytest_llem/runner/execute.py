@@ -1,4 +1,5 @@
-"""Run one experiment: resolve the model, make prompts, load, warm up, then measure the window (generate only)."""
+"""Run one experiment: resolve the model, make prompts, measure idle power, load, warm up, then measure the window
+(generate only) with the meter."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 from ..backends import get_backend
 from ..backends.base import Backend
 from ..config.models import ExperimentConfig
+from ..energy.baseline import IdleBaselines, IdlePower
+from ..energy.meter import Meter, open_meter
 from ..errors import PhaseError
-from ..results.schema import LatencyStats, Metrics
+from ..results.schema import EnergyMetrics, LatencyStats, Metrics
 from ..workload.models import resolve_model
 from ..workload.prompts import load_prompts
 
@@ -35,14 +38,25 @@ def run_experiment(
     study_dir: Path | None = None,
     cache_dir: Path | None = None,
     backend_factory: BackendFactory = get_backend,
+    meter: Meter | None = None,
+    idle_baselines: IdleBaselines | None = None,
 ) -> Metrics:
-    """Run ``config`` once and measure it. Raises PhaseError naming the phase that failed."""
+    """Run ``config`` once and measure it. Raises PhaseError naming the phase that failed.
+
+    ``meter`` defaults to the one ``config.energy`` asks for; ``idle_baselines`` (a session's cache) to a fresh one.
+    """
     backend = backend_factory(config.backend)  # an unavailable backend fails before any model is built
+    if meter is None:
+        meter = open_meter(config.energy.meter or "auto", config.energy.gpu_indices)
     revision = config.pytorch.revision if config.pytorch else None
     with phase("model"):
         model = resolve_model(config.model, cache_dir=cache_dir, revision=revision)
     with phase("prompts"):
         prompts = load_prompts(config.dataset, config.n, seed=config.random_seed, base_dir=study_dir)
+    idle: IdlePower | None = None
+    if config.baseline.enabled:
+        with phase("idle baseline"):  # before the model occupies the devices
+            idle = (idle_baselines or IdleBaselines()).get(meter, config.baseline.duration_seconds)
     try:
         started = time.perf_counter()
         with phase("load"):
@@ -58,10 +72,14 @@ def run_experiment(
         with phase("generate"):
             backend.reset_peak_memory()
             backend.synchronize()
-            window_start = time.perf_counter()
-            generated = backend.generate(prepared)
-            backend.synchronize()
-            duration = time.perf_counter() - window_start
+            meter.begin("generate")
+            try:
+                generated = backend.generate(prepared)
+                backend.synchronize()
+            except BaseException:
+                meter.cancel("generate")
+                raise
+            reading = meter.end("generate")
             memory = backend.peak_memory()
             generation = backend.count(generated)
     finally:
@@ -74,10 +92,15 @@ def run_experiment(
         unavailable.setdefault("ttft_s", "no sequence produced a token")
     if not generation.itl_s:
         unavailable.setdefault("itl_s", "no sequence produced more than one token")
+    if not config.baseline.enabled:
+        unavailable["idle_power_w"] = "baseline.enabled is false"
+    elif idle is not None and idle.watts is None and idle.reason:
+        unavailable["idle_power_w"] = idle.reason
+    duration = reading.duration_s
     return Metrics(
+        **EnergyMetrics.of(reading, generation.output_tokens, idle),
         input_tokens=generation.input_tokens,
         output_tokens=generation.output_tokens,
-        duration_s=duration,
         tokens_per_s=generation.output_tokens / duration if duration > 0 else None,
         ttft_s=LatencyStats.of(generation.ttft_s),
         itl_s=LatencyStats.of(generation.itl_s),

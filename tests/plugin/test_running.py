@@ -7,13 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-FAST = """
-model: builtin:tiny-llama
-precision: fp32
-n: 4
-max_output_tokens: 4
-decoder: {preset: deterministic, min_new_tokens: 4}
-"""
+from tests.studies import FAST
 
 
 def results_from_junit(path) -> list[dict]:

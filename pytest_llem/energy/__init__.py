@@ -1,0 +1,1 @@
+"""Energy measurement: the meter protocol, Zeus underneath, idle baselines, validity checks."""

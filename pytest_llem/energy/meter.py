@@ -1,0 +1,155 @@
+"""The meter protocol: begin and end a named window, get a Reading. ``NullMeter`` times windows when nothing can be
+measured.
+
+Meters are opened through a ``MeterPool`` (one per pytest session) so that study items and the ``llem_energy`` fixture
+share one code path and one set of device handles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ..errors import EnergyUnavailableError
+
+MeterChoice = Literal["auto", "zeus", "none"]
+METER_CHOICES: tuple[MeterChoice, ...] = ("auto", "zeus", "none")
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One GPU a meter measures: ``index`` as CUDA numbers it in this process, ``physical_index`` as the driver does."""
+
+    index: int
+    physical_index: int
+    name: str | None
+    power_limit_w: float | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one window measured. Energies in joules; a device that was not measured is absent, not 0."""
+
+    name: str
+    duration_s: float
+    gpu_energy_j: dict[int, float] = field(default_factory=dict)  # keyed by physical index
+    cpu_energy_j: float | None = None
+    dram_energy_j: float | None = None
+    source: str | None = None  # which devices, through what; None when nothing was measured
+    unavailable_reason: str | None = None  # why energy_j is None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def energy_j(self) -> float | None:
+        if self.unavailable_reason is not None:
+            return None
+        parts = [*self.gpu_energy_j.values(), self.cpu_energy_j, self.dram_energy_j]
+        measured = [p for p in parts if p is not None]
+        return sum(measured) if measured else None
+
+    @property
+    def mean_power_w(self) -> float | None:
+        energy = self.energy_j
+        return energy / self.duration_s if energy is not None and self.duration_s > 0 else None
+
+
+class Meter(Protocol):
+    """Measures energy over named windows; several windows may be open at once if their names differ."""
+
+    @property
+    def source(self) -> str | None:
+        """The devices measured and through what (``None`` when nothing can be)."""
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why nothing can be measured, or ``None`` when something can."""
+
+    @property
+    def gpus(self) -> Sequence[GpuDevice]: ...
+
+    def begin(self, name: str) -> None: ...
+
+    def end(self, name: str) -> Reading: ...
+
+    def cancel(self, name: str) -> None:
+        """Forget an open window (the work inside it failed)."""
+
+
+class NullMeter:
+    """No energy source: windows are still timed, every energy figure is None with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self._open: dict[str, float] = {}
+
+    @property
+    def source(self) -> str | None:
+        return None
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return self.reason
+
+    @property
+    def gpus(self) -> Sequence[GpuDevice]:
+        return ()
+
+    def begin(self, name: str) -> None:
+        if name in self._open:
+            raise ValueError(f"energy window {name!r} is already open")
+        self._open[name] = time.perf_counter()
+
+    def end(self, name: str) -> Reading:
+        ended = time.perf_counter()
+        started = self._open.pop(name)
+        return Reading(name=name, duration_s=ended - started, unavailable_reason=self.reason)
+
+    def cancel(self, name: str) -> None:
+        self._open.pop(name, None)
+
+
+def resolve_choice(command_line: str | None, study: str | None, ini: str | None) -> MeterChoice:
+    """Command line beats the study's ``energy.meter``, which beats the ini; ``auto`` when nobody says."""
+    for value in (command_line, study, ini):
+        if value:
+            if value not in METER_CHOICES:
+                raise ValueError(f"meter must be one of {', '.join(METER_CHOICES)}, not {value!r}")
+            return value
+    return "auto"
+
+
+class MeterPool:
+    """The meters of one session, opened on first use: one per (choice, GPU selection)."""
+
+    def __init__(self) -> None:
+        self._meters: dict[tuple[MeterChoice, tuple[int, ...] | None], Meter] = {}
+
+    def get(self, choice: MeterChoice, gpu_indices: Sequence[int] | None = None) -> Meter:
+        key = (choice, tuple(gpu_indices) if gpu_indices is not None else None)
+        if key not in self._meters:
+            self._meters[key] = open_meter(choice, gpu_indices)
+        return self._meters[key]
+
+
+def open_meter(choice: MeterChoice, gpu_indices: Sequence[int] | None = None) -> Meter:
+    """``none`` → NullMeter; ``auto`` → Zeus with whatever it finds (NullMeter with the reason if nothing);
+    ``zeus`` → Zeus, or EnergyUnavailableError when it finds nothing to measure."""
+    if choice == "none":
+        return NullMeter("energy measurement is turned off (meter: none)")
+    try:
+        from .zeus import ZeusMeter  # zeus takes ~3 s to import: only once a window is about to be measured
+    except ImportError as exc:
+        reason = f"zeus is not installed ({exc}); pip install zeus"
+        if choice == "zeus":
+            raise EnergyUnavailableError(f"meter 'zeus' was asked for, but {reason}") from None
+        return NullMeter(reason)
+    meter = ZeusMeter.open(gpu_indices)
+    if meter.unavailable_reason is not None:
+        if choice == "zeus":
+            raise EnergyUnavailableError(
+                f"meter 'zeus' was asked for, but nothing can be measured here: {meter.unavailable_reason}"
+            )
+        return NullMeter(meter.unavailable_reason)
+    return meter

@@ -1,0 +1,167 @@
+"""The meter over Zeus: ``ZeusMonitor`` reads the GPUs' (NVML / AMD SMI) and CPUs' (RAPL) energy counters.
+
+Zeus finds the devices; this module only says which it found, why others are missing, and checks each reading.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from zeus.device import cpu as zeus_cpu
+from zeus.device import gpu as zeus_gpu
+from zeus.device.cpu.common import ZeusCPUInitError, ZeusCPUNoPermissionError
+from zeus.device.gpu.common import ZeusGPUInitError
+from zeus.monitor import ZeusMonitor
+
+from ..errors import EnergyUnavailableError
+from .meter import GpuDevice, Reading
+from .validity import check_window
+
+# How Zeus reaches each kind of GPU, for the energy_source line.
+GPU_INTERFACES = {"NVIDIAGPUs": "NVML", "AMDGPUs": "AMD SMI"}
+WINDOW_PREFIX = "pytest-llem:"
+
+
+def _find_gpus() -> tuple[Any | None, str | None]:
+    """Zeus's GPU manager, or None and why there is none."""
+    try:
+        gpus = zeus_gpu.get_gpus()
+    except ZeusGPUInitError as exc:
+        if "NVML and AMDSMI unavailable" in str(exc):
+            return None, "no NVIDIA/AMD GPU (neither NVML nor AMD SMI is available)"
+        return None, f"no usable NVIDIA/AMD GPU ({exc})"
+    if len(gpus) == 0:
+        return None, "no GPU visible to this process"
+    return gpus, None
+
+
+def _find_cpus() -> tuple[Any | None, str | None]:
+    """Zeus's RAPL manager, or None and why there is none."""
+    try:
+        cpus = zeus_cpu.get_cpus()
+    except ZeusCPUNoPermissionError:
+        return None, "RAPL needs root or zeusd (set ZEUSD_SOCK_PATH to a running zeusd)"
+    except ZeusCPUInitError:
+        return None, "no readable RAPL (/sys/class/powercap/intel-rapl absent)"
+    if len(cpus) == 0:
+        return None, "no CPU package with RAPL counters"
+    return cpus, None
+
+
+def _power_limit_w(gpus: Any, index: int) -> float | None:
+    try:
+        return float(gpus.get_power_management_limit(index)) / 1000.0
+    except Exception:  # not every GPU reports its limit (and the check is then skipped)
+        return None
+
+
+def _gpu_name(gpus: Any, index: int) -> str | None:
+    try:
+        return str(gpus.get_name(index))
+    except Exception:
+        return None
+
+
+class ZeusMeter:
+    """Windows over one ``ZeusMonitor``; per-GPU energies are keyed by the driver's (physical) GPU index."""
+
+    def __init__(self, monitor: ZeusMonitor | None, gpus: Sequence[GpuDevice], source: str | None, reason: str | None):
+        self._monitor = monitor
+        self._gpus = tuple(gpus)
+        self._physical = {gpu.index: gpu.physical_index for gpu in gpus}
+        self._source = source
+        self._reason = reason
+
+    @classmethod
+    def open(cls, gpu_indices: Sequence[int] | None = None) -> ZeusMeter:
+        """Find the devices; ``gpu_indices`` (CUDA numbering, after ``CUDA_VISIBLE_DEVICES``) narrows the GPUs."""
+        gpus, gpu_problem = _find_gpus()
+        cpus, cpu_problem = _find_cpus()
+        visible = len(gpus) if gpus is not None else 0
+        selected = list(range(visible)) if gpu_indices is None else list(gpu_indices)
+        missing = [i for i in selected if not 0 <= i < visible]
+        if missing:
+            raise EnergyUnavailableError(
+                f"energy.gpu_indices asks for GPU {', '.join(map(str, missing))}, but this process sees "
+                f"{visible} GPU(s){f' ({gpu_problem})' if gpu_problem else ''}; allowed: 0..{visible - 1}"
+                if visible
+                else f"energy.gpu_indices asks for GPU {', '.join(map(str, missing))}, but {gpu_problem}"
+            )
+        devices: list[GpuDevice] = []
+        if gpus is not None:
+            for i in selected:
+                physical = int(getattr(gpus.gpus[i], "gpu_index", i))
+                devices.append(GpuDevice(i, physical, _gpu_name(gpus, i), _power_limit_w(gpus, i)))
+        if not devices and cpus is None:
+            reason = " and ".join(
+                p for p in (gpu_problem or "no GPU selected (energy.gpu_indices: [])", cpu_problem) if p
+            )
+            return cls(None, (), None, reason)
+        parts = []
+        if devices:
+            interface = GPU_INTERFACES.get(type(gpus).__name__, type(gpus).__name__)
+            named = ", ".join(f"GPU {d.physical_index} ({d.name or 'unnamed'})" for d in devices)
+            parts.append(f"{named} via {interface}")
+        if cpus is not None:
+            dram = any(cpus.supports_get_dram_energy_consumption(i) for i in range(len(cpus)))
+            parts.append(f"CPU package{'s' if len(cpus) > 1 else ''}{' + DRAM' if dram else ''} via RAPL")
+        monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
+        return cls(monitor, devices, "zeus: " + "; ".join(parts), None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return self._reason
+
+    @property
+    def gpus(self) -> Sequence[GpuDevice]:
+        return self._gpus
+
+    def _sync(self) -> bool:
+        """Synchronise the measured GPUs at both ends, when this process has started CUDA work at all (asking
+        otherwise would create a CUDA context just to wait on nothing)."""
+        torch = sys.modules.get("torch")
+        return bool(self._gpus) and torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
+
+    def _require_monitor(self) -> ZeusMonitor:
+        if self._monitor is None:
+            raise EnergyUnavailableError(f"nothing can be measured here: {self._reason}")
+        return self._monitor
+
+    def begin(self, name: str) -> None:
+        self._require_monitor().begin_window(WINDOW_PREFIX + name, sync_execution=self._sync())
+
+    def end(self, name: str) -> Reading:
+        monitor = self._require_monitor()
+        with warnings.catch_warnings():  # Zeus's "measured as zero" warning: our own check below records it per item
+            warnings.simplefilter("ignore")
+            measurement = monitor.end_window(WINDOW_PREFIX + name, sync_execution=self._sync())
+        gpu_energy = {self._physical[i]: float(j) for i, j in measurement.gpu_energy.items()}
+        cpu_energy = float(sum(measurement.cpu_energy.values())) if measurement.cpu_energy else None
+        dram_energy = float(sum(measurement.dram_energy.values())) if measurement.dram_energy else None
+        verdict = check_window(measurement.time, gpu_energy, cpu_energy, dram_energy, self._gpus)
+        reason = (
+            f"{' and '.join(verdict.broken)}: energy counter went backwards; the window cannot be trusted"
+            if verdict.broken
+            else None
+        )
+        return Reading(
+            name=name,
+            duration_s=float(measurement.time),
+            gpu_energy_j=gpu_energy,
+            cpu_energy_j=cpu_energy,
+            dram_energy_j=dram_energy,
+            source=self._source,
+            unavailable_reason=reason,
+            warnings=verdict.warnings,
+        )
+
+    def cancel(self, name: str) -> None:
+        if self._monitor is not None and WINDOW_PREFIX + name in self._monitor.measurement_states:
+            self._monitor.end_window(WINDOW_PREFIX + name, sync_execution=False, cancel=True)

@@ -1,0 +1,148 @@
+"""The ``llem_energy`` fixture: measure windows of a plain Python test with the same meter study items use.
+
+    def test_pipeline(llem_energy):
+        with llem_energy.measure("generate") as m:
+            out = pipeline(prompts)
+        m.output_tokens = count(out)
+        assert m.energy_per_output_token_j is None or m.energy_per_output_token_j < 0.5
+
+Each window becomes a result (``kind: fixture``) in the session summary, with the schema of study items.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from .items import ITEM_PROPERTY, RESULT_PROPERTY, measurement_key
+from .measurement import MeasurementSession
+from .results.environment import Environment
+from .results.schema import EnergyMetrics, ItemResult, Metrics
+
+
+class EnergyWindow:
+    """One measured window. Inside the block only ``name`` and ``output_tokens`` exist; after it every result field
+    (``energy_j``, ``gpu_energy_j``, ``duration_s``, ``mean_power_w``, ``energy_unavailable_reason``, …) does."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.output_tokens: int | None = None
+        self._energy: dict[str, Any] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._energy is not None
+
+    def _close(self, energy: dict[str, Any]) -> None:
+        self._energy = energy
+
+    @property
+    def energy_per_output_token_j(self) -> float | None:
+        energy = self.energy_j
+        return energy / self.output_tokens if energy is not None and self.output_tokens else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        duration = self.duration_s
+        return self.output_tokens / duration if self.output_tokens and duration > 0 else None
+
+    def metrics(self) -> Metrics:
+        """The window as the result schema shares it with study items (output tokens as the test set them)."""
+        if self._energy is None:
+            raise RuntimeError(f"energy window {self.name!r} is still open")
+        fields = dict(self._energy)
+        fields["energy_per_output_token_j"] = self.energy_per_output_token_j
+        unavailable = {}
+        if self.output_tokens is None:
+            unavailable["output_tokens"] = "the test did not set output_tokens on the window"
+        if fields["idle_power_w"] is None:
+            unavailable["idle_power_w"] = "idle baselines are measured for study items only"
+        return Metrics(
+            **fields, output_tokens=self.output_tokens, tokens_per_s=self.tokens_per_s, unavailable=unavailable
+        )
+
+    def __getattr__(self, attribute: str) -> Any:  # only reached for names not defined above
+        if attribute in Metrics.model_fields and not attribute.startswith("_"):
+            energy = self.__dict__.get("_energy")
+            if energy is None:
+                raise AttributeError(f"energy window {self.name!r} is still open: {attribute} exists after the block")
+            if attribute in energy:
+                return energy[attribute]
+            return None
+        raise AttributeError(attribute)
+
+
+class LlemEnergy:
+    """Handed to a test as ``llem_energy``: ``measure(name)`` opens a window; names are unique within the test."""
+
+    def __init__(self, session: MeasurementSession, study: str, test_name: str) -> None:
+        self._session = session
+        self._study = study
+        self._test_name = test_name
+        self.windows: list[EnergyWindow] = []
+        self._open: set[str] = set()
+        self._started_at = time.time()
+        self._environment: Environment | None = None
+
+    @contextmanager
+    def measure(self, name: str) -> Iterator[EnergyWindow]:
+        if name in self._open or any(w.name == name for w in self.windows):
+            raise ValueError(f"llem_energy: a window named {name!r} already exists in this test; use distinct names")
+        meter = self._session.meter_for()
+        self._environment = self._session.environment(meter)
+        key = f"{self._study}::{self._test_name}::{name}"
+        window = EnergyWindow(name)
+        self._open.add(name)
+        meter.begin(key)
+        try:
+            yield window
+        except BaseException:
+            meter.cancel(key)
+            raise
+        finally:
+            self._open.discard(name)
+        reading = meter.end(key)
+        window._close(EnergyMetrics.of(reading, None, None))
+        self.windows.append(window)
+        self._session.enforce(reading.warnings, f"llem_energy window {name!r}")
+
+    def results(self) -> list[ItemResult]:
+        finished = time.time()
+        return [
+            ItemResult(
+                kind="fixture",
+                study=self._study,
+                study_design_hash="",
+                experiment_id=f"{self._test_name}::{window.name}",
+                config_hash="",
+                cycle=1,
+                backend=None,
+                model=None,
+                config={},
+                metrics=window.metrics(),
+                environment=self._environment,
+                started_at=self._started_at,
+                finished_at=finished,
+            )
+            for window in self.windows
+        ]
+
+
+@pytest.fixture
+def llem_energy(request: pytest.FixtureRequest) -> LlemEnergy:
+    """Measure windows of this test with the session's meter: ``with llem_energy.measure("name") as m: ...``."""
+    return LlemEnergy(request.config.stash[measurement_key], request.node.nodeid.split("::")[0], request.node.name)
+
+
+def record_windows(item: pytest.Item) -> None:
+    """After a test's call phase, put its windows into the call report (so they reach the controller under xdist)."""
+    recorder = getattr(item, "funcargs", {}).get("llem_energy")
+    if not isinstance(recorder, LlemEnergy) or not recorder.windows:
+        return
+    item.user_properties.append((ITEM_PROPERTY, "{}"))
+    for result in recorder.results():
+        item.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))

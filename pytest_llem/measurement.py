@@ -1,0 +1,48 @@
+"""What a session measures with: its meters, its idle baselines, the meter choice and strictness, the environment.
+
+One ``MeasurementSession`` per pytest session (kept in the config's stash) serves study items and the ``llem_energy``
+fixture alike, so both go through the same meters. Nothing heavy is imported until a meter is first opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config.models import EnergyConfig
+from .energy.baseline import IdleBaselines
+from .energy.meter import Meter, MeterPool, resolve_choice
+from .errors import MeasurementWarningError
+from .results.environment import Environment, capture_environment
+
+
+@dataclass
+class MeasurementSession:
+    project_dir: Path
+    command_line_meter: str | None = None
+    ini_meter: str | None = None
+    strict: bool = False
+    meters: MeterPool = field(default_factory=MeterPool)
+    idle_baselines: IdleBaselines = field(default_factory=IdleBaselines)
+    _environments: dict[str | None, Environment] = field(default_factory=dict)
+
+    def meter_for(self, energy: EnergyConfig | None = None) -> Meter:
+        """The meter an experiment's ``energy:`` block (or, for the fixture, the session's options) asks for."""
+        choice = resolve_choice(self.command_line_meter, energy.meter if energy else None, self.ini_meter)
+        return self.meters.get(choice, energy.gpu_indices if energy else None)
+
+    def environment(self, meter: Meter) -> Environment:
+        """The fingerprint of what ``meter`` measures, captured once per meter per session."""
+        key = meter.source or meter.unavailable_reason
+        if key not in self._environments:
+            self._environments[key] = capture_environment(
+                self.project_dir, meter.gpus, meter.source, meter.unavailable_reason
+            )
+        return self._environments[key]
+
+    def enforce(self, warnings: Sequence[str], what: str) -> None:
+        """Under ``--llem-strict`` a measurement with warnings fails its item (its result is still recorded)."""
+        if self.strict and warnings:
+            listed = "\n".join(f"  - {w}" for w in warnings)
+            raise MeasurementWarningError(f"{what}: measurement warnings (--llem-strict):\n{listed}")

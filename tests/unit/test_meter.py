@@ -1,0 +1,233 @@
+"""The meter over real Zeus, with fake devices only at Zeus's device layer."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_llem.energy.baseline import IdleBaselines, measure_idle_power
+from pytest_llem.energy.meter import GpuDevice, MeterPool, NullMeter, Reading, open_meter, resolve_choice
+from pytest_llem.energy.validity import GPU_COUNTER_PERIOD_S, check_window
+from pytest_llem.errors import EnergyUnavailableError
+from pytest_llem.results.environment import capture_environment, git_state, rapl_state
+from pytest_llem.results.schema import EnergyMetrics
+from tests.zeus_fakes import FakeCPUs, FakeGPUs, install, uninstall
+
+
+@pytest.fixture
+def devices(monkeypatch: pytest.MonkeyPatch):
+    """Install fakes with ``devices(gpus=[W, ...], cpus=[W, ...], dram=W)``; Zeus's singletons are reset afterwards."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def make(gpus=None, cpus=None, dram=None, **kwargs):
+        fake_gpus = FakeGPUs(gpus, **kwargs) if gpus is not None else None
+        fake_cpus = FakeCPUs(cpus, dram) if cpus is not None else None
+        install(fake_gpus, fake_cpus)
+        return fake_gpus, fake_cpus
+
+    yield make
+    uninstall()
+
+
+def window(meter, seconds: float, name: str = "w") -> Reading:
+    meter.begin(name)
+    time.sleep(seconds)
+    return meter.end(name)
+
+
+def test_two_gpus_at_known_power_measure_power_times_time_each(devices) -> None:
+    devices(gpus=[100.0, 250.0], names=["Fake A", "Fake B"])
+    meter = open_meter("auto")
+    reading = window(meter, 1.0)
+    assert set(reading.gpu_energy_j) == {0, 1}
+    assert reading.gpu_energy_j[0] == pytest.approx(100.0 * reading.duration_s, rel=0.01)
+    assert reading.gpu_energy_j[1] == pytest.approx(250.0 * reading.duration_s, rel=0.01)
+    assert reading.energy_j == pytest.approx(350.0 * reading.duration_s, rel=0.01)
+    assert reading.mean_power_w == pytest.approx(350.0, rel=0.01)
+    assert reading.source == "zeus: GPU 0 (Fake A), GPU 1 (Fake B) via FakeGPUs"
+    assert reading.warnings == ()
+    assert [(g.index, g.physical_index, g.power_limit_w) for g in meter.gpus] == [(0, 0, 700.0), (1, 1, 700.0)]
+
+
+def test_a_process_that_sees_only_gpu_1_measures_only_gpu_1(devices, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    devices(gpus=[100.0, 250.0])
+    reading = window(open_meter("auto"), 1.0)
+    assert list(reading.gpu_energy_j) == [1]  # named by the driver's index, not CUDA's 0
+    assert reading.gpu_energy_j[1] == pytest.approx(250.0 * reading.duration_s, rel=0.01)
+
+
+def test_gpu_indices_narrow_the_measured_gpus_and_bad_ones_name_what_is_allowed(devices) -> None:
+    devices(gpus=[100.0, 250.0, 300.0])
+    reading = window(open_meter("auto", [2]), 0.3)
+    assert list(reading.gpu_energy_j) == [2]
+    with pytest.raises(EnergyUnavailableError, match=r"GPU 3, but this process sees 3 GPU\(s\); allowed: 0..2"):
+        open_meter("auto", [3])
+
+
+def test_cpu_packages_and_dram_through_rapl(devices) -> None:
+    devices(cpus=[30.0, 20.0], dram=5.0)
+    meter = open_meter("auto")
+    assert meter.source == "zeus: CPU packages + DRAM via RAPL"
+    reading = window(meter, 0.5)
+    assert reading.gpu_energy_j == {}
+    assert reading.cpu_energy_j == pytest.approx(50.0 * reading.duration_s, rel=0.02)
+    assert reading.dram_energy_j == pytest.approx(2 * 5.0 * reading.duration_s, rel=0.02)  # one DRAM per package
+
+
+def test_no_devices_gives_null_energy_with_the_reason_or_an_error_when_zeus_is_demanded(devices) -> None:
+    devices()
+    meter = open_meter("auto")
+    assert isinstance(meter, NullMeter)
+    reading = window(meter, 0.05)
+    assert reading.energy_j is None and reading.mean_power_w is None
+    assert reading.duration_s >= 0.05
+    assert reading.unavailable_reason == "no GPU visible to this process and no CPU package with RAPL counters"
+    with pytest.raises(EnergyUnavailableError, match="meter 'zeus' was asked for, but nothing can be measured here"):
+        open_meter("zeus")
+    assert open_meter("none").unavailable_reason == "energy measurement is turned off (meter: none)"
+
+
+def test_this_machines_real_devices_explain_themselves() -> None:
+    """No fakes: on a box without GPU and RAPL the reason names both; elsewhere something is measured."""
+    uninstall()
+    meter = open_meter("auto")
+    if meter.unavailable_reason is None:
+        assert meter.source and meter.source.startswith("zeus: ")
+    else:
+        assert "GPU" in meter.unavailable_reason and "RAPL" in meter.unavailable_reason
+
+
+def test_a_window_shorter_than_the_counter_period_is_flagged(devices) -> None:
+    devices(gpus=[100.0])
+    reading = window(open_meter("auto"), 0.01)
+    assert any("shorter than the GPU energy counter's update period" in w for w in reading.warnings)
+
+
+def test_a_counter_stuck_at_one_value_reads_zero_and_is_flagged(devices) -> None:
+    gpus, _ = devices(gpus=[100.0, 100.0])
+    gpus.physical[1].frozen_mj = 123_456
+    reading = window(open_meter("auto"), 0.2)
+    assert reading.gpu_energy_j[1] == 0.0
+    assert reading.warnings == (f"GPU 1: has an energy counter but read 0 J over {reading.duration_s:.3f} s",)
+
+
+def test_mean_power_above_the_power_limit_is_flagged(devices) -> None:
+    devices(gpus=[800.0], limit_w=700.0)
+    reading = window(open_meter("auto"), 0.3)
+    assert len(reading.warnings) == 1
+    assert reading.warnings[0].startswith("GPU 0: mean power 8")
+    assert reading.warnings[0].endswith("W is above its power limit of 700.0 W")
+
+
+def test_a_counter_that_went_backwards_voids_the_energy(devices) -> None:
+    gpus, _ = devices(gpus=[100.0])
+    meter = open_meter("auto")
+    meter.begin("w")
+    time.sleep(0.2)
+    gpus.physical[0].trace.offset_j = -500.0
+    reading = meter.end("w")
+    assert reading.energy_j is None
+    assert reading.unavailable_reason == "GPU 0: energy counter went backwards; the window cannot be trusted"
+    assert any("went backwards" in w for w in reading.warnings)
+
+
+def test_idle_baseline_is_subtracted_from_a_window_at_higher_power(devices) -> None:
+    gpus, _ = devices(gpus=[50.0])
+    meter = open_meter("auto")
+    idle = measure_idle_power(meter, 0.5)
+    assert idle.watts == pytest.approx(50.0, rel=0.01)
+    gpus.physical[0].trace.watts = 200.0
+    reading = window(meter, 1.0)
+    fields = EnergyMetrics.of(reading, output_tokens=100, idle=idle)
+    assert fields["energy_j"] == pytest.approx(200.0 * reading.duration_s, rel=0.01)
+    assert fields["idle_power_w"] == idle.watts
+    assert fields["energy_adjusted_j"] == pytest.approx(fields["energy_j"] - idle.watts * reading.duration_s)
+    assert fields["energy_adjusted_j"] == pytest.approx(150.0 * reading.duration_s, rel=0.02)
+    assert fields["energy_per_output_token_j"] == pytest.approx(fields["energy_j"] / 100)
+    assert fields["idle_power_origin"] == "measured before load"
+
+
+def test_idle_baselines_are_reused_until_their_time_to_live_runs_out(devices) -> None:
+    gpus, _ = devices(gpus=[40.0])
+    now = [1000.0]
+    cache = IdleBaselines(ttl_s=600, clock=lambda: now[0])
+    meter = open_meter("auto")
+    first = cache.get(meter, 0.2)
+    assert first.watts == pytest.approx(40.0, rel=0.02) and first.age_s == 0
+    gpus.physical[0].trace.watts = 90.0
+    now[0] += 599
+    reused = cache.get(meter, 0.2)
+    assert reused.watts == first.watts and reused.age_s == pytest.approx(599)
+    assert reused.origin == "cached, measured 599 s earlier"
+    now[0] += 2
+    fresh = cache.get(meter, 0.2)
+    assert fresh.watts == pytest.approx(90.0, rel=0.02) and fresh.age_s == 0
+
+
+def test_idle_baseline_with_nothing_to_measure_returns_at_once_with_the_reason() -> None:
+    started = time.perf_counter()
+    idle = IdleBaselines().get(NullMeter("no devices here"), 30.0)
+    assert time.perf_counter() - started < 1.0
+    assert idle.watts is None and idle.reason == "no devices here" and idle.origin == "unavailable"
+
+
+def test_one_meter_per_choice_and_gpu_selection_in_a_session(devices) -> None:
+    devices(gpus=[10.0, 20.0])
+    pool = MeterPool()
+    assert pool.get("auto") is pool.get("auto")
+    assert pool.get("auto", [1]) is not pool.get("auto")
+    assert isinstance(pool.get("none"), NullMeter)
+
+
+def test_meter_choice_precedence() -> None:
+    assert resolve_choice(None, None, None) == "auto"
+    assert resolve_choice(None, None, "none") == "none"
+    assert resolve_choice(None, "zeus", "none") == "zeus"
+    assert resolve_choice("none", "zeus", "auto") == "none"
+    with pytest.raises(ValueError, match="meter must be one of auto, zeus, none, not 'nvml'"):
+        resolve_choice(None, None, "nvml")
+
+
+GPU = GpuDevice(index=0, physical_index=0, name="g", power_limit_w=300.0)
+
+
+@given(
+    duration=st.floats(GPU_COUNTER_PERIOD_S, 1e4),
+    watts=st.floats(0.01, 300.0),
+)
+def test_a_plausible_reading_raises_no_warning(duration: float, watts: float) -> None:
+    verdict = check_window(duration, {0: watts * duration}, watts * duration, None, [GPU])
+    assert verdict.warnings == () and verdict.broken == ()
+
+
+@given(duration=st.floats(0.001, 1e3), energy=st.floats(-1e6, -1e-6))
+def test_any_negative_reading_is_broken(duration: float, energy: float) -> None:
+    verdict = check_window(duration, {0: 10.0}, energy, None, [GPU])
+    assert verdict.broken == ("CPU packages",)
+
+
+def test_environment_records_hardware_versions_and_the_projects_commit(devices, tmp_path: Path) -> None:
+    devices(gpus=[100.0], names=["Fake H"])
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a.txt").write_text("1")
+    subprocess.run([*git, "-C", str(tmp_path), "add", "a.txt"], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    meter = open_meter("auto")
+    env = capture_environment(tmp_path, meter.gpus, meter.source, meter.unavailable_reason)
+    assert env.git_commit == head.stdout.strip() and env.git_dirty is False
+    assert [(g.index, g.name, g.power_limit_w) for g in env.gpus] == [(0, "Fake H", 700.0)]
+    assert env.versions["torch"] and env.versions["zeus"] and env.versions["pytest-llem"]
+    assert env.versions["vllm"] is None or isinstance(env.versions["vllm"], str)
+    assert env.rapl == rapl_state()
+    (tmp_path / "a.txt").write_text("2")
+    assert git_state(tmp_path) == (env.git_commit, True)
+    assert git_state(tmp_path / "nowhere") == (None, None)
+    assert env.fingerprint in env.describe()
