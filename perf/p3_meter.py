@@ -5,14 +5,15 @@
 (B) ``ZeusMonitor.begin_window`` / ``end_window`` on the same devices, nothing else.
 (C) ``NullMeter`` (no devices: timing only), for reference.
 
-Devices: the real ones when Zeus finds any (``--real``, the default when a GPU or RAPL is readable), otherwise four
-fake GPUs with energy counters installed at Zeus's device layer (tests/zeus_fakes.py). With fakes the figure is the
+Devices: the real ones when Zeus finds any GPU or readable RAPL, otherwise (or with ``--fake``) four fake GPUs with
+energy counters installed at Zeus's device layer (tests/zeus_fakes.py). With fakes the figure is the
 Python cost of our layer; with NVML it includes the driver calls, which both sides pay alike.
 
 Blocks of ``--pairs`` pairs are interleaved A, B, C, ... ``--reps`` times; the figure is the median cost per pair.
 
     python perf/p3_meter.py [--pairs 2000] [--reps 7] [--fake]
 
+Check: A and B measure the same devices (same GPUs, CPU energy on both or neither), else exit 2.
 Goal: A ≤ 1 ms per pair. Exit status 0 whether or not the goal is met.
 """
 
@@ -63,14 +64,25 @@ def main() -> int:
     assert isinstance(meter, ZeusMeter), meter.unavailable_reason
     print(f"devices: {devices}; meter source: {meter.source}")
     bare = ZeusMonitor(gpu_indices=[g.index for g in meter.gpus], cpu_indices=None)
-    sync = meter._sync()  # the same synchronisation as the meter decides for itself
     null = NullMeter("reference")
 
     def bare_begin(name: str) -> None:
-        bare.begin_window(name, sync_execution=sync)
+        meter._sync()  # the meter's own synchronisation (current device, only once CUDA is in use)
+        bare.begin_window(name, sync_execution=False)
 
     def bare_end(name: str) -> None:
-        bare.end_window(name, sync_execution=sync)
+        meter._sync()
+        bare.end_window(name, sync_execution=False)
+
+    meter.begin("check")
+    bare.begin_window("check", sync_execution=False)
+    ours, theirs = meter.end("check"), bare.end_window("check", sync_execution=False)
+    physical = {g.index: g.physical_index for g in meter.gpus}
+    if set(ours.gpu_energy_j) != {physical[i] for i in theirs.gpu_energy} or (ours.cpu_energy_j is None) != (
+        theirs.cpu_energy is None
+    ):
+        print(f"CHECK FAILED: A measured {ours}, B measured {theirs}")
+        return 2
 
     sides = {
         "A pytest-llem": (meter.begin, meter.end),

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from .errors import MeasurementWarningError
 from .items import ITEM_PROPERTY, RESULT_PROPERTY, measurement_key
 from .measurement import MeasurementSession
-from .results.environment import Environment
 from .results.schema import EnergyMetrics, ItemResult, Metrics
 
 
@@ -31,6 +31,8 @@ class EnergyWindow:
     def __init__(self, name: str) -> None:
         self.name = name
         self.output_tokens: int | None = None
+        self.started_at = 0.0
+        self.finished_at = 0.0
         self._energy: dict[str, Any] | None = None
 
     @property
@@ -82,22 +84,20 @@ class LlemEnergy:
     def __init__(self, session: MeasurementSession, study: str, test_name: str) -> None:
         self._session = session
         self._study = study
-        self._test_name = test_name
+        self._test_name = test_name  # the node id after the file: class and parameters included
         self.windows: list[EnergyWindow] = []
         self._open: set[str] = set()
-        self._started_at = time.time()
-        self._environment: Environment | None = None
 
     @contextmanager
     def measure(self, name: str) -> Iterator[EnergyWindow]:
         if name in self._open or any(w.name == name for w in self.windows):
             raise ValueError(f"llem_energy: a window named {name!r} already exists in this test; use distinct names")
         meter = self._session.meter_for()
-        self._environment = self._session.environment(meter)
         key = f"{self._study}::{self._test_name}::{name}"
         window = EnergyWindow(name)
-        self._open.add(name)
         meter.begin(key)
+        window.started_at = time.time()
+        self._open.add(name)
         try:
             yield window
         except BaseException:
@@ -106,12 +106,16 @@ class LlemEnergy:
         finally:
             self._open.discard(name)
         reading = meter.end(key)
+        window.finished_at = time.time()
         window._close(EnergyMetrics.of(reading, None, None))
         self.windows.append(window)
-        self._session.enforce(reading.warnings, f"llem_energy window {name!r}")
+        try:
+            self._session.enforce(reading.warnings, f"llem_energy window {name!r}")
+        except MeasurementWarningError as exc:
+            pytest.fail(str(exc), pytrace=False)  # the user's words, not a traceback through this module
 
     def results(self) -> list[ItemResult]:
-        finished = time.time()
+        environment = self._session.environment()
         return [
             ItemResult(
                 kind="fixture",
@@ -124,9 +128,9 @@ class LlemEnergy:
                 model=None,
                 config={},
                 metrics=window.metrics(),
-                environment=self._environment,
-                started_at=self._started_at,
-                finished_at=finished,
+                environment=environment,
+                started_at=window.started_at,
+                finished_at=window.finished_at,
             )
             for window in self.windows
         ]
@@ -135,7 +139,8 @@ class LlemEnergy:
 @pytest.fixture
 def llem_energy(request: pytest.FixtureRequest) -> LlemEnergy:
     """Measure windows of this test with the session's meter: ``with llem_energy.measure("name") as m: ...``."""
-    return LlemEnergy(request.config.stash[measurement_key], request.node.nodeid.split("::")[0], request.node.name)
+    study, _, test_name = request.node.nodeid.partition("::")
+    return LlemEnergy(request.config.stash[measurement_key], study, test_name)
 
 
 def record_windows(item: pytest.Item) -> None:

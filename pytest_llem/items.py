@@ -196,7 +196,7 @@ class ExperimentItem(pytest.Item):
             model=self.experiment.model,
             config=self.experiment.identity(),
             metrics=metrics,
-            environment=measuring.environment(meter),
+            environment=measuring.environment(),
             started_at=started,
             finished_at=time.time(),
         )
@@ -257,7 +257,7 @@ def record_report(results: SessionResults, report: pytest.TestReport) -> None:
             results.add_result(result)
     elif report.failed:
         for result in carried:
-            results.add_failure(result.study, result.experiment_id)
+            results.add_failure(result.study, result.experiment_id, measured=result)
         if not carried:
             item = json.loads(str(dict(report.user_properties)[ITEM_PROPERTY]))
             if "experiment_id" in item:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config.models import EnergyConfig
 from .energy.baseline import IdleBaselines
-from .energy.meter import Meter, MeterPool, resolve_choice
+from .energy.meter import GpuDevice, Meter, MeterPool, resolve_choice
 from .errors import MeasurementWarningError
 from .results.environment import Environment, capture_environment
 
@@ -25,21 +25,26 @@ class MeasurementSession:
     strict: bool = False
     meters: MeterPool = field(default_factory=MeterPool)
     idle_baselines: IdleBaselines = field(default_factory=IdleBaselines)
-    _environments: dict[str | None, Environment] = field(default_factory=dict)
+    _environment: Environment | None = None
 
     def meter_for(self, energy: EnergyConfig | None = None) -> Meter:
         """The meter an experiment's ``energy:`` block (or, for the fixture, the session's options) asks for."""
         choice = resolve_choice(self.command_line_meter, energy.meter if energy else None, self.ini_meter)
         return self.meters.get(choice, energy.gpu_indices if energy else None)
 
-    def environment(self, meter: Meter) -> Environment:
-        """The fingerprint of what ``meter`` measures, captured once per meter per session."""
-        key = meter.source or meter.unavailable_reason
-        if key not in self._environments:
-            self._environments[key] = capture_environment(
-                self.project_dir, meter.gpus, meter.source, meter.unavailable_reason
-            )
-        return self._environments[key]
+    def environment(self) -> Environment:
+        """The fingerprint of this process's machine and project, captured once per session."""
+        if self._environment is None:
+            gpus: list[GpuDevice]
+            reason: str | None
+            try:
+                from .energy.zeus import visible_gpus  # Zeus lists the GPUs; imported only when work starts
+            except ImportError as exc:
+                gpus, reason = [], f"zeus is not installed ({exc})"
+            else:
+                gpus, reason = visible_gpus()
+            self._environment = capture_environment(self.project_dir, gpus, reason)
+        return self._environment
 
     def enforce(self, warnings: Sequence[str], what: str) -> None:
         """Under ``--llem-strict`` a measurement with warnings fails its item (its result is still recorded)."""

@@ -6,4 +6,5 @@ precision: fp32
 n: 4
 max_output_tokens: 4
 decoder: {preset: deterministic, min_new_tokens: 4}
+baseline: {enabled: false}  # 30 s of idle per session where a GPU or RAPL is readable
 """

@@ -6,6 +6,7 @@ Zeus finds the devices; this module only says which it found, why others are mis
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from zeus.device import cpu as zeus_cpu
 from zeus.device import gpu as zeus_gpu
 from zeus.device.cpu.common import ZeusCPUInitError, ZeusCPUNoPermissionError
+from zeus.device.exception import ZeusBaseCPUError, ZeusBaseGPUError
 from zeus.device.gpu.common import ZeusGPUInitError
 from zeus.monitor import ZeusMonitor
 
@@ -33,6 +35,9 @@ def _find_gpus() -> tuple[Any | None, str | None]:
         if "NVML and AMDSMI unavailable" in str(exc):
             return None, "no NVIDIA/AMD GPU (neither NVML nor AMD SMI is available)"
         return None, f"no usable NVIDIA/AMD GPU ({exc})"
+    except (ZeusBaseGPUError, ValueError, ImportError) as exc:
+        # e.g. CUDA_VISIBLE_DEVICES=-1 or GPU-<uuid>, a driver/library mismatch, a foreign pynvml package
+        return None, f"Zeus could not open the GPUs ({type(exc).__name__}: {exc})"
     if len(gpus) == 0:
         return None, "no GPU visible to this process"
     return gpus, None
@@ -46,6 +51,8 @@ def _find_cpus() -> tuple[Any | None, str | None]:
         return None, "RAPL needs root or zeusd (set ZEUSD_SOCK_PATH to a running zeusd)"
     except ZeusCPUInitError:
         return None, "no readable RAPL (/sys/class/powercap/intel-rapl absent)"
+    except (ZeusBaseCPUError, OSError, ValueError) as exc:
+        return None, f"Zeus could not open RAPL ({type(exc).__name__}: {exc})"
     if len(cpus) == 0:
         return None, "no CPU package with RAPL counters"
     return cpus, None
@@ -65,6 +72,18 @@ def _gpu_name(gpus: Any, index: int) -> str | None:
         return None
 
 
+def visible_gpus() -> tuple[list[GpuDevice], str | None]:
+    """Every GPU this process sees (whatever a meter measures), for the environment fingerprint; or why none."""
+    gpus, problem = _find_gpus()
+    if gpus is None:
+        return [], problem
+    found = []
+    for i in range(len(gpus)):
+        physical = int(getattr(gpus.gpus[i], "gpu_index", i))
+        found.append(GpuDevice(i, physical, _gpu_name(gpus, i), _power_limit_w(gpus, i)))
+    return found, None
+
+
 class ZeusMeter:
     """Windows over one ``ZeusMonitor``; per-GPU energies are keyed by the driver's (physical) GPU index."""
 
@@ -74,6 +93,7 @@ class ZeusMeter:
         self._physical = {gpu.index: gpu.physical_index for gpu in gpus}
         self._source = source
         self._reason = reason
+        self._started: dict[str, float] = {}
 
     @classmethod
     def open(cls, gpu_indices: Sequence[int] | None = None) -> ZeusMeter:
@@ -84,17 +104,14 @@ class ZeusMeter:
         selected = list(range(visible)) if gpu_indices is None else list(gpu_indices)
         missing = [i for i in selected if not 0 <= i < visible]
         if missing:
-            raise EnergyUnavailableError(
-                f"energy.gpu_indices asks for GPU {', '.join(map(str, missing))}, but this process sees "
-                f"{visible} GPU(s){f' ({gpu_problem})' if gpu_problem else ''}; allowed: 0..{visible - 1}"
-                if visible
-                else f"energy.gpu_indices asks for GPU {', '.join(map(str, missing))}, but {gpu_problem}"
-            )
-        devices: list[GpuDevice] = []
-        if gpus is not None:
-            for i in selected:
-                physical = int(getattr(gpus.gpus[i], "gpu_index", i))
-                devices.append(GpuDevice(i, physical, _gpu_name(gpus, i), _power_limit_w(gpus, i)))
+            asked = f"energy.gpu_indices asks for GPU {', '.join(map(str, missing))}"
+            if visible:
+                raise EnergyUnavailableError(
+                    f"{asked}, but this process sees {visible} GPU(s); allowed: 0..{visible - 1}"
+                )
+            return cls(None, (), None, f"{asked}, but {gpu_problem}")
+        visible_devices, _ = visible_gpus() if gpus is not None else ([], None)
+        devices = [visible_devices[i] for i in selected]
         if not devices and cpus is None:
             reason = " and ".join(
                 p for p in (gpu_problem or "no GPU selected (energy.gpu_indices: [])", cpu_problem) if p
@@ -108,7 +125,10 @@ class ZeusMeter:
         if cpus is not None:
             dram = any(cpus.supports_get_dram_energy_consumption(i) for i in range(len(cpus)))
             parts.append(f"CPU package{'s' if len(cpus) > 1 else ''}{' + DRAM' if dram else ''} via RAPL")
-        monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
+        try:
+            monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
+        except (ZeusBaseGPUError, ZeusBaseCPUError, ValueError, ImportError, RuntimeError) as exc:
+            return cls(None, (), None, f"Zeus could not start measuring ({type(exc).__name__}: {exc})")
         return cls(monitor, devices, "zeus: " + "; ".join(parts), None)
 
     @property
@@ -123,11 +143,13 @@ class ZeusMeter:
     def gpus(self) -> Sequence[GpuDevice]:
         return self._gpus
 
-    def _sync(self) -> bool:
-        """Synchronise the measured GPUs at both ends, when this process has started CUDA work at all (asking
-        otherwise would create a CUDA context just to wait on nothing)."""
+    def _sync(self) -> None:
+        """Wait for this process's queued GPU work, on its current device only: Zeus's own sync would touch every
+        measured GPU and create a CUDA context (and a higher power state) on GPUs the process never used. Nothing to
+        wait for, and nothing done, when the process has not started CUDA."""
         torch = sys.modules.get("torch")
-        return bool(self._gpus) and torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
+        if self._gpus and torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
 
     def _require_monitor(self) -> ZeusMonitor:
         if self._monitor is None:
@@ -135,25 +157,31 @@ class ZeusMeter:
         return self._monitor
 
     def begin(self, name: str) -> None:
-        self._require_monitor().begin_window(WINDOW_PREFIX + name, sync_execution=self._sync())
+        monitor = self._require_monitor()
+        self._sync()
+        monitor.begin_window(WINDOW_PREFIX + name, sync_execution=False)
+        self._started[name] = time.perf_counter()
 
     def end(self, name: str) -> Reading:
         monitor = self._require_monitor()
+        self._sync()
+        duration = time.perf_counter() - self._started.pop(name)  # the same clock as NullMeter's windows
         with warnings.catch_warnings():  # Zeus's "measured as zero" warning: our own check below records it per item
             warnings.simplefilter("ignore")
-            measurement = monitor.end_window(WINDOW_PREFIX + name, sync_execution=self._sync())
+            measurement = monitor.end_window(WINDOW_PREFIX + name, sync_execution=False)
         gpu_energy = {self._physical[i]: float(j) for i, j in measurement.gpu_energy.items()}
         cpu_energy = float(sum(measurement.cpu_energy.values())) if measurement.cpu_energy else None
         dram_energy = float(sum(measurement.dram_energy.values())) if measurement.dram_energy else None
-        verdict = check_window(measurement.time, gpu_energy, cpu_energy, dram_energy, self._gpus)
-        reason = (
-            f"{' and '.join(verdict.broken)}: energy counter went backwards; the window cannot be trusted"
-            if verdict.broken
-            else None
-        )
+        verdict = check_window(duration, gpu_energy, cpu_energy, dram_energy, self._gpus)
+        reason = None
+        if verdict.broken:  # a negative figure is no measurement: drop it from the breakdown, keep it in the warning
+            reason = f"{' and '.join(verdict.broken)}: energy counter went backwards; the window cannot be trusted"
+            gpu_energy = {i: j for i, j in gpu_energy.items() if f"GPU {i}" not in verdict.broken}
+            cpu_energy = None if "CPU packages" in verdict.broken else cpu_energy
+            dram_energy = None if "DRAM" in verdict.broken else dram_energy
         return Reading(
             name=name,
-            duration_s=float(measurement.time),
+            duration_s=duration,
             gpu_energy_j=gpu_energy,
             cpu_energy_j=cpu_energy,
             dram_energy_j=dram_energy,
@@ -163,5 +191,6 @@ class ZeusMeter:
         )
 
     def cancel(self, name: str) -> None:
+        self._started.pop(name, None)
         if self._monitor is not None and WINDOW_PREFIX + name in self._monitor.measurement_states:
             self._monitor.end_window(WINDOW_PREFIX + name, sync_execution=False, cancel=True)

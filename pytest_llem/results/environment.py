@@ -1,7 +1,7 @@
 """The environment fingerprint of a run: hardware, driver, versions and the project's git commit.
 
-Read without importing the heavy libraries (versions come from package metadata); GPU facts come from the meter, which
-already asked Zeus.
+Versions come from package metadata (no heavy import); the GPUs are every GPU the process sees, as Zeus lists them,
+whatever the meter measures.
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ class Environment(BaseModel):
     platform: str
     cpu_model: str | None
     gpus: list[GpuFingerprint]
+    gpus_unavailable_reason: str | None
     gpu_driver: str | None
     rapl: str
-    energy_source: str | None
-    energy_unavailable_reason: str | None
     versions: dict[str, str | None]
     git_commit: str | None
     git_dirty: bool | None
@@ -53,7 +52,7 @@ class Environment(BaseModel):
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
-        gpus = ", ".join(f"{g.name or 'GPU'} #{g.index}" for g in self.gpus) or "no GPU measured"
+        gpus = ", ".join(f"{g.name or 'GPU'} #{g.index}" for g in self.gpus) or "no GPU"
         versions = ", ".join(f"{name} {v}" for name, v in self.versions.items() if v and name != "pytest")
         commit = f", git {self.git_commit[:10]}{'+dirty' if self.git_dirty else ''}" if self.git_commit else ""
         return f"{self.cpu_model or 'unknown CPU'}; {gpus}; {versions}{commit} [{self.fingerprint}]"
@@ -130,7 +129,7 @@ def git_state(project_dir: Path) -> tuple[str | None, bool | None]:
 
 
 def capture_environment(
-    project_dir: Path, gpus: Sequence[GpuDevice], energy_source: str | None, energy_unavailable_reason: str | None
+    project_dir: Path, gpus: Sequence[GpuDevice], gpus_unavailable_reason: str | None
 ) -> Environment:
     commit, dirty = git_state(project_dir)
     return Environment(
@@ -139,10 +138,9 @@ def capture_environment(
         platform=platform.platform(),
         cpu_model=cpu_model(),
         gpus=[GpuFingerprint(index=g.physical_index, name=g.name, power_limit_w=g.power_limit_w) for g in gpus],
+        gpus_unavailable_reason=gpus_unavailable_reason,
         gpu_driver=gpu_driver(),
         rapl=rapl_state(),
-        energy_source=energy_source,
-        energy_unavailable_reason=energy_unavailable_reason,
         versions=package_versions(),
         git_commit=commit,
         git_dirty=dirty,

@@ -53,8 +53,9 @@ class ExperimentSummary:
 @dataclass
 class SessionResults:
     studies: dict[str, StudyOverview] = field(default_factory=dict)
-    results: list[ItemResult] = field(default_factory=list)
+    results: list[ItemResult] = field(default_factory=list)  # passed items: the statistics use these only
     failures: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    failed_results: list[ItemResult] = field(default_factory=list)  # measured, then failed (an assert, --llem-strict)
 
     def add_study(self, overview: StudyOverview) -> None:
         self.studies[overview.path] = overview
@@ -62,8 +63,10 @@ class SessionResults:
     def add_result(self, result: ItemResult) -> None:
         self.results.append(result)
 
-    def add_failure(self, study: str, experiment_id: str) -> None:
+    def add_failure(self, study: str, experiment_id: str, measured: ItemResult | None = None) -> None:
         self.failures[(study, experiment_id)] += 1
+        if measured is not None:
+            self.failed_results.append(measured)
 
     def summarise(self, study: str) -> list[ExperimentSummary]:
         """One summary per experiment that ran (passed or failed), in the study's experiment order."""
@@ -72,7 +75,11 @@ class SessionResults:
             if result.study == study:
                 by_experiment[result.experiment_id].append(result)
         overview = self.studies.get(study)
-        order = overview.experiment_ids if overview else list(by_experiment)  # fixture windows: as they reported
+        if overview:
+            order = overview.experiment_ids
+        else:  # fixture windows: in the order they reported, failed ones included
+            failed_here = [eid for (s, eid) in self.failures if s == study]
+            order = list(dict.fromkeys([*by_experiment, *failed_here]))
         rows = []
         for experiment_id in order:
             done = by_experiment.get(experiment_id, [])
@@ -86,7 +93,7 @@ class SessionResults:
     def fixture_groups(self) -> list[str]:
         """Test files whose ``llem_energy`` windows were recorded, in the order they first reported."""
         groups: dict[str, None] = {}
-        for result in self.results:
+        for result in [*self.results, *self.failed_results]:
             if result.kind == "fixture" and result.study not in self.studies:
                 groups[result.study] = None
         return list(groups)
@@ -94,14 +101,15 @@ class SessionResults:
     def energy_sources(self) -> dict[str, int]:
         """How many results each energy source measured; unmeasured ones under "not measured: <reason>"."""
         counts: dict[str, int] = defaultdict(int)
-        for result in self.results:
+        for result in [*self.results, *self.failed_results]:
             m = result.metrics
             source = m.energy_source if m.energy_j is not None else None
             counts[source or f"not measured: {m.energy_unavailable_reason}"] += 1
         return dict(counts)
 
     def measurement_warnings(self) -> list[tuple[ItemResult, str]]:
-        return [(r, w) for r in self.results for w in r.metrics.measurement_warnings]
+        """Every warning, of passed and failed items alike."""
+        return [(r, w) for r in [*self.results, *self.failed_results] for w in r.metrics.measurement_warnings]
 
     def environments(self) -> list[Environment]:
         unique: dict[str, Environment] = {}

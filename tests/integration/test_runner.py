@@ -25,6 +25,7 @@ def experiment(**overrides: object) -> ExperimentConfig:
         "max_output_tokens": 5,
         "decoder": {"preset": "deterministic", "min_new_tokens": 5},
         "pytorch": {"batch_size": 4},
+        "baseline": {"enabled": False},  # 30 s of idle per call where a GPU or RAPL is readable
     }
     fields.update(overrides)
     return ExperimentConfig.model_validate(fields, context={"platform": "cpu"})

@@ -14,6 +14,8 @@ def heavy_modules_loaded_once(llem_cache_dir: Path) -> None:
     from pytest_llem.runner.execute import run_experiment
 
     run_experiment(
-        ExperimentConfig(model="builtin:tiny-llama", precision="fp32", n=1, max_output_tokens=2),
+        ExperimentConfig(
+            model="builtin:tiny-llama", precision="fp32", n=1, max_output_tokens=2, baseline={"enabled": False}
+        ),
         cache_dir=llem_cache_dir,
     )

@@ -13,7 +13,8 @@ from tests import studies
 
 FAKES = Path(__file__).parent.parent / "zeus_fakes.py"
 
-FAST = studies.FAST + "warmup: {enabled: false}\n"
+# Each test says whether it wants the idle baseline; with fake devices it costs real seconds.
+FAST = studies.FAST.replace("baseline: {enabled: false}", "warmup: {enabled: false}")
 
 
 def project(pytester: pytest.Pytester, gpus: list[float] | None, study: str | None = FAST) -> None:
@@ -192,3 +193,35 @@ def test_a_strict_session_fails_a_fixture_window_with_warnings(pytester: pytest.
     result = pytester.runpytest("--llem-strict")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*llem_energy window 'blink': measurement warnings (--llem-strict):*"])
+
+
+def test_failed_and_same_named_tests_keep_their_own_rows_and_warnings(pytester: pytest.Pytester) -> None:
+    project(pytester, [100.0], study=None)
+    pytester.makepyfile(
+        test_budget="""
+        import time
+
+        class TestA:
+            def test_run(self, llem_energy):
+                with llem_energy.measure("gen"):
+                    time.sleep(0.2)
+
+        class TestB:
+            def test_run(self, llem_energy):
+                with llem_energy.measure("gen") as m:
+                    pass
+                assert m.energy_j < 0, "over budget"
+        """
+    )
+    result = pytester.runpytest("--junitxml=out.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.re_match_lines(
+        [
+            r"test_budget\.py: llem_energy windows",
+            r".*",
+            r"-+",
+            r"TestA::test_run::gen\s+1\s",
+            r"TestB::test_run::gen\s+0 \(1 failed\)\s",
+        ]
+    )
+    result.stdout.re_match_lines([r"  TestB::test_run::gen cycle 1: window of \d+ ms is shorter than"])

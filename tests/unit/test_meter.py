@@ -62,6 +62,16 @@ def test_a_process_that_sees_only_gpu_1_measures_only_gpu_1(devices, monkeypatch
     assert reading.gpu_energy_j[1] == pytest.approx(250.0 * reading.duration_s, rel=0.01)
 
 
+def test_gpu_indices_count_visible_gpus_and_results_name_the_driver_index(devices, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    devices(gpus=[10.0, 20.0, 30.0, 40.0])
+    meter = open_meter("auto", [1])
+    assert [(g.index, g.physical_index) for g in meter.gpus] == [(1, 3)]
+    reading = window(meter, 0.3)
+    assert list(reading.gpu_energy_j) == [3]
+    assert reading.gpu_energy_j[3] == pytest.approx(40.0 * reading.duration_s, rel=0.02)
+
+
 def test_gpu_indices_narrow_the_measured_gpus_and_bad_ones_name_what_is_allowed(devices) -> None:
     devices(gpus=[100.0, 250.0, 300.0])
     reading = window(open_meter("auto", [2]), 0.3)
@@ -91,6 +101,38 @@ def test_no_devices_gives_null_energy_with_the_reason_or_an_error_when_zeus_is_d
     with pytest.raises(EnergyUnavailableError, match="meter 'zeus' was asked for, but nothing can be measured here"):
         open_meter("zeus")
     assert open_meter("none").unavailable_reason == "energy measurement is turned off (meter: none)"
+    # a study asking for GPU 0 still runs on a machine without one (auto), and says why energy is missing
+    assert (
+        open_meter("auto", [0]).unavailable_reason
+        == "energy.gpu_indices asks for GPU 0, but no GPU visible to this process"
+    )
+    with pytest.raises(EnergyUnavailableError, match="asks for GPU 0"):
+        open_meter("zeus", [0])
+
+
+def test_gpus_zeus_cannot_open_leave_energy_null_with_the_reason(devices, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA_VISIBLE_DEVICES=-1 makes Zeus raise ZeusGPUInvalidArgError (not an init error): no traceback for that."""
+    import zeus.device.gpu
+    from zeus.device.gpu.common import ZeusGPUInvalidArgError
+
+    def refuse() -> None:
+        raise ZeusGPUInvalidArgError("Invalid Argument")
+
+    devices()
+    monkeypatch.setattr(zeus.device.gpu, "get_gpus", refuse)
+    meter = open_meter("auto")
+    assert meter.unavailable_reason is not None
+    assert meter.unavailable_reason.startswith(
+        "Zeus could not open the GPUs (ZeusGPUInvalidArgError: Invalid Argument)"
+    )
+
+
+def test_a_cancelled_window_can_be_opened_again(devices) -> None:
+    devices(gpus=[100.0])
+    meter = open_meter("auto")
+    meter.begin("generate")
+    meter.cancel("generate")  # the work inside failed: the next item opens the same name
+    assert window(meter, 0.2, "generate").energy_j == pytest.approx(100.0 * 0.2, rel=0.2)
 
 
 def test_this_machines_real_devices_explain_themselves() -> None:
@@ -132,7 +174,7 @@ def test_a_counter_that_went_backwards_voids_the_energy(devices) -> None:
     time.sleep(0.2)
     gpus.physical[0].trace.offset_j = -500.0
     reading = meter.end("w")
-    assert reading.energy_j is None
+    assert reading.energy_j is None and reading.gpu_energy_j == {}  # a negative figure is no measurement
     assert reading.unavailable_reason == "GPU 0: energy counter went backwards; the window cannot be trusted"
     assert any("went backwards" in w for w in reading.warnings)
 
@@ -202,6 +244,7 @@ GPU = GpuDevice(index=0, physical_index=0, name="g", power_limit_w=300.0)
     watts=st.floats(0.01, 300.0),
 )
 def test_a_plausible_reading_raises_no_warning(duration: float, watts: float) -> None:
+    """Up to the power limit (exactly at it too: energy / duration may come back a hair above)."""
     verdict = check_window(duration, {0: watts * duration}, watts * duration, None, [GPU])
     assert verdict.warnings == () and verdict.broken == ()
 
@@ -220,8 +263,9 @@ def test_environment_records_hardware_versions_and_the_projects_commit(devices, 
     subprocess.run([*git, "-C", str(tmp_path), "add", "a.txt"], check=True)
     subprocess.run([*git, "-C", str(tmp_path), "commit", "-q", "-m", "one"], check=True)
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True)
-    meter = open_meter("auto")
-    env = capture_environment(tmp_path, meter.gpus, meter.source, meter.unavailable_reason)
+    from pytest_llem.energy.zeus import visible_gpus
+
+    env = capture_environment(tmp_path, *visible_gpus())
     assert env.git_commit == head.stdout.strip() and env.git_dirty is False
     assert [(g.index, g.name, g.power_limit_w) for g in env.gpus] == [(0, "Fake H", 700.0)]
     assert env.versions["torch"] and env.versions["zeus"] and env.versions["pytest-llem"]
