@@ -16,19 +16,22 @@ import pytest
 
 from .backends import unavailable_reason
 from .config.loader import load_study, resolve_execution
-from .config.models import BACKENDS, ExperimentConfig
+from .config.models import ExecutionConfig, ExperimentConfig, backend_names
 from .energy.meter import METER_CHOICES
 from .errors import ConfigError, LlemError, PhaseError
 from .measurement import MeasurementSession
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
+from .results.store import RunStore
 from .study.grid import ConfigWarning, SkippedConfig, apply_cycles, compute_config_hash, number_cycles
 from .study.ids import experiment_ids
 
 STUDY_GLOBS = ("study_*.yaml", "study_*.yml")
 RESULT_PROPERTY = "llem_result"
 ITEM_PROPERTY = "llem_item"
+RESUMED_PROPERTY = "llem_resumed"  # the item passed in the resumed run: its result is replayed, not measured again
 session_key = pytest.StashKey[SessionResults]()
+store_key = pytest.StashKey[RunStore | None]()
 measurement_key = pytest.StashKey[MeasurementSession]()
 # What the plugin runs when neither the command line, the study nor the ini says: LLenergyMeasure's CLI defaults,
 # with the interleaved order its design chose (it shipped shuffled).
@@ -41,12 +44,22 @@ def is_study_file(path: Path) -> bool:
 
 def execution_options(config: pytest.Config) -> tuple[dict[str, Any], dict[str, Any]]:
     """(command line, ini) layers of the execution settings; unset values are None."""
+    no_gaps = 0.0 if config.getoption("llem_no_gaps") else None
     command_line = {
         "n_cycles": config.getoption("llem_cycles"),
         "cycle_order": config.getoption("llem_cycle_order"),
         "shuffle_seed": config.getoption("llem_shuffle_seed"),
+        "isolation": config.getoption("llem_isolation"),
+        "timeout_seconds": config.getoption("llem_timeout"),
+        "config_gap_seconds": no_gaps,
+        "cycle_gap_seconds": no_gaps,
     }
-    ini = {"n_cycles": config.getini("llem_cycles") or None, "cycle_order": config.getini("llem_cycle_order") or None}
+    ini = {
+        "n_cycles": config.getini("llem_cycles") or None,
+        "cycle_order": config.getini("llem_cycle_order") or None,
+        "isolation": config.getini("llem_isolation") or None,
+        "timeout_seconds": config.getini("llem_timeout") or None,
+    }
     return command_line, ini
 
 
@@ -57,6 +70,24 @@ def check_execution_options(config: pytest.Config) -> None:
         resolve_execution(None, command_line=command_line, ini=ini, defaults=EFFECTIVE_EXECUTION_DEFAULTS)
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
+
+
+def register_backends(config: pytest.Config) -> None:
+    """Backends other plugins add (``pytest_llem_backends``), known to study validation and to the runner."""
+    from . import backends
+    from .config import models
+
+    factories: dict[str, str] = {}
+    for added in config.hook.pytest_llem_backends():
+        factories.update({name: backends.import_path(factory) for name, factory in (added or {}).items()})
+    models.set_extra_backends(tuple(factories))
+    backends.set_extra_backends(factories)
+
+
+def child_setup_paths(config: pytest.Config) -> list[str]:
+    from .backends import import_path
+
+    return [import_path(f) for added in config.hook.pytest_llem_child_setup() for f in (added or [])]
 
 
 def measurement_session(config: pytest.Config) -> MeasurementSession:
@@ -71,6 +102,7 @@ def measurement_session(config: pytest.Config) -> MeasurementSession:
         command_line_meter=config.getoption("llem_meter"),
         ini_meter=ini_meter,
         strict=bool(config.getoption("llem_strict") or config.getini("llem_strict")),
+        child_setup=child_setup_paths(config),
     )
 
 
@@ -86,6 +118,10 @@ class StudyFile(pytest.File):
         command_line, ini = execution_options(self.config)
         study = load_study(self.path, command_line=command_line, ini=ini, defaults=EFFECTIVE_EXECUTION_DEFAULTS)
         assert study.study_design_hash is not None
+        store = self.config.stash.get(store_key, None)
+        conflict = store.resume_conflict(self.nodeid, study.study_design_hash) if store else None
+        if conflict:
+            raise ConfigError(conflict, file=self.path)
         ids = experiment_ids(study.experiments)
         id_of = {id(exp): eid for exp, eid in zip(study.experiments, ids, strict=True)}
         execution = study.execution
@@ -117,9 +153,12 @@ class StudyFile(pytest.File):
                 experiment_id=eid,
                 cycle=cycle,
                 study_design_hash=study.study_design_hash,
+                execution=execution,
             )
         for name, config in zip(invalid_names, skipped, strict=True):
-            yield InvalidConfigItem.from_parent(self, name=name, skipped=config)
+            yield InvalidConfigItem.from_parent(
+                self, name=name, skipped=config, study_design_hash=study.study_design_hash
+            )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         error = excinfo.value
@@ -150,10 +189,18 @@ class ExperimentItem(pytest.Item):
     """One cycle of one experiment: runs real inference and reports its measurements."""
 
     def __init__(
-        self, *, experiment: ExperimentConfig, experiment_id: str, cycle: int, study_design_hash: str, **kwargs: Any
+        self,
+        *,
+        experiment: ExperimentConfig,
+        experiment_id: str,
+        cycle: int,
+        study_design_hash: str,
+        execution: ExecutionConfig,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.experiment = experiment
+        self.execution = execution
         self.experiment_id = experiment_id
         self.cycle = cycle
         self.study_design_hash = study_design_hash
@@ -162,8 +209,17 @@ class ExperimentItem(pytest.Item):
             self.add_marker(mark)
 
     def runtest(self) -> None:
-        from .runner.execute import run_experiment  # the runner pulls in the backends' machinery only when work starts
-
+        store = self.config.stash.get(store_key, None)
+        previous = store.previous_result((self.study_design_hash, self.experiment_id, self.cycle)) if store else None
+        if previous is not None and store is not None:  # passed in the resumed run: replay, do not measure again
+            self.user_properties += [
+                (ITEM_PROPERTY, json.dumps({"study": previous.study, "experiment_id": self.experiment_id})),
+                (RESULT_PROPERTY, previous.model_dump_json()),
+                (RESUMED_PROPERTY, store.run_id),
+            ]
+            return
+        measuring = self.config.stash[measurement_key]
+        measuring.pacer.wait(self.parent.nodeid if self.parent else "", self.cycle, self.execution, self._announce)
         self.user_properties.append(
             (
                 ITEM_PROPERTY,
@@ -177,14 +233,8 @@ class ExperimentItem(pytest.Item):
             )
         )
         started = time.time()
-        measuring = self.config.stash[measurement_key]
-        meter = measuring.meter_for(self.experiment.energy)
-        metrics = run_experiment(
-            self.experiment,
-            study_dir=self.path.parent,
-            cache_dir=cache_dir(self.config),
-            meter=meter,
-            idle_baselines=measuring.idle_baselines,
+        metrics = measuring.run(
+            self.experiment, self.execution, study_dir=self.path.parent, cache_dir=cache_dir(self.config)
         )
         result = ItemResult(
             study=self.parent.nodeid if self.parent else str(self.path),
@@ -222,15 +272,22 @@ class ExperimentItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"{self.experiment_id} cycle {self.cycle}"
 
+    def _announce(self, text: str) -> None:
+        """The gap countdown, in verbose mode only."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and self.config.option.verbose > 0:
+            reporter.write(text, yellow=True)
+
 
 class InvalidConfigItem(pytest.Item):
     """A generated combination that failed validation: reported once, as a skip with its reason."""
 
-    def __init__(self, *, skipped: SkippedConfig, **kwargs: Any) -> None:
+    def __init__(self, *, skipped: SkippedConfig, study_design_hash: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.skipped = skipped
+        self.study_design_hash = study_design_hash
         backend = skipped.raw_config.get("backend")
-        if isinstance(backend, str) and backend in BACKENDS:
+        if isinstance(backend, str) and backend in backend_names():
             self.extra_keyword_matches.add(backend)
             self.add_marker(backend)
         self.add_marker(pytest.mark.skip(reason=f"invalid config: {skipped.reason}"))

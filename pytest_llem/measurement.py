@@ -1,7 +1,8 @@
-"""What a session measures with: its meters, its idle baselines, the meter choice and strictness, the environment.
+"""What a session measures with and how it runs an item: meters, idle baselines, meter choice, strictness,
+isolation, the environment.
 
 One ``MeasurementSession`` per pytest session (kept in the config's stash) serves study items and the ``llem_energy``
-fixture alike, so both go through the same meters. Nothing heavy is imported until a meter is first opened.
+fixture alike, so both go through the same meters. Nothing heavy is imported until an item runs.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config.models import EnergyConfig
+from .config.models import EnergyConfig, ExecutionConfig, ExperimentConfig
 from .energy.baseline import IdleBaselines
 from .energy.meter import GpuDevice, Meter, MeterPool, resolve_choice
 from .errors import MeasurementWarningError
 from .results.environment import Environment, capture_environment
+from .results.schema import Metrics
+from .runner.gaps import Pacer
 
 
 @dataclass
@@ -25,12 +28,46 @@ class MeasurementSession:
     strict: bool = False
     meters: MeterPool = field(default_factory=MeterPool)
     idle_baselines: IdleBaselines = field(default_factory=IdleBaselines)
+    child_setup: list[str] = field(default_factory=list)  # import paths run first in every isolated child
+    pacer: Pacer = field(default_factory=Pacer)
     _environment: Environment | None = None
 
     def meter_for(self, energy: EnergyConfig | None = None) -> Meter:
         """The meter an experiment's ``energy:`` block (or, for the fixture, the session's options) asks for."""
         choice = resolve_choice(self.command_line_meter, energy.meter if energy else None, self.ini_meter)
         return self.meters.get(choice, energy.gpu_indices if energy else None)
+
+    def run(
+        self, config: ExperimentConfig, execution: ExecutionConfig, *, study_dir: Path, cache_dir: Path | None
+    ) -> Metrics:
+        """Run one item's work, in a fresh child process (``isolation: process``) or here."""
+        from .runner.execute import run_experiment
+
+        choice = resolve_choice(self.command_line_meter, config.energy.meter, self.ini_meter)
+        if execution.isolation == "none":
+            meter = self.meters.get(choice, config.energy.gpu_indices)
+            return run_experiment(
+                config, study_dir=study_dir, cache_dir=cache_dir, meter=meter, idle_baselines=self.idle_baselines
+            )
+        import os
+
+        from .backends import factory_path
+        from .runner.child import ChildJob
+        from .runner.isolation import run_in_child
+
+        job = ChildJob(
+            config=config,
+            backend_path=factory_path(config.backend),
+            meter_choice=choice,
+            idle_baselines=self.idle_baselines,
+            stderr_path="",
+            environ=dict(os.environ),
+            study_dir=study_dir,
+            cache_dir=cache_dir,
+            setup_paths=list(self.child_setup),
+        )
+        metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds)
+        return metrics
 
     def environment(self) -> Environment:
         """The fingerprint of this process's machine and project, captured once per session."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .config.models import BACKENDS, CycleOrder
+from . import runs
+from .config.models import CycleOrder, backend_names
 from .energy.meter import METER_CHOICES
 from .fixtures import llem_energy as llem_energy
 from .fixtures import record_windows
@@ -19,6 +20,7 @@ from .items import (
     measurement_key,
     measurement_session,
     record_report,
+    register_backends,
     session_key,
 )
 from .report.table import render_session
@@ -58,6 +60,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where built-in models are materialised (default $LLEM_CACHE_DIR or ~/.cache/pytest-llem)",
     )
     group.addoption(
+        "--llem-isolation",
+        dest="llem_isolation",
+        default=None,
+        choices=["process", "none"],
+        help="run each item in a fresh child process (default) or in the pytest process; beats execution.isolation",
+    )
+    group.addoption(
+        "--llem-timeout",
+        dest="llem_timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="kill an item's process after this long (isolation: process); beats execution.timeout_seconds",
+    )
+    group.addoption(
+        "--llem-no-gaps",
+        dest="llem_no_gaps",
+        action="store_true",
+        default=False,
+        help="skip the study's config_gap_seconds and cycle_gap_seconds pauses",
+    )
+    group.addoption(
+        "--llem-results-dir",
+        dest="llem_results_dir",
+        default=None,
+        metavar="DIR",
+        help="where run folders go: DIR/runs/<run-id>/ (default .llem under the rootdir)",
+    )
+    group.addoption(
+        "--llem-resume",
+        dest="llem_resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN_ID",
+        help="continue a run (the latest, or RUN_ID): items that passed there are not run again",
+    )
+    group.addoption(
         "--llem-meter",
         dest="llem_meter",
         default=None,
@@ -75,6 +115,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llem_cycles", "default number of cycles when neither the command line nor the study says")
     parser.addini("llem_cycle_order", "default cycle order: sequential, interleaved or shuffled")
     parser.addini("llem_cache_dir", "where built-in models are materialised")
+    parser.addini("llem_results_dir", "where run folders go (default .llem under the rootdir)")
+    parser.addini("llem_isolation", "default isolation of items: process or none")
+    parser.addini("llem_timeout", "default per-item timeout in seconds (isolation: process)")
     parser.addini(
         "llem_meter", "default energy meter when neither the command line nor the study says: auto, zeus, none"
     )
@@ -84,22 +127,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class _ReportListener:
-    """Receives every test report of the session and keeps the results (xdist workers' reports carry them too,
-    but the study overviews are only known where collection ran: gathering them on the controller is still to do)."""
+    """Receives every test report of the session: keeps the results and writes the run folder (xdist workers' reports
+    carry them too, but the study overviews are only known where collection ran: gathering them on the controller is
+    still to do)."""
 
-    def __init__(self, results: SessionResults) -> None:
-        self.results = results
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record_report(self.results, report)
+        record_report(self.config.stash[session_key], report)
+        runs.record(self.config.stash[runs.store_key], report)
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        runs.item_started(self.config.stash[runs.store_key], nodeid)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    register_backends(config)
     check_execution_options(config)
     config.stash[session_key] = SessionResults()
     config.stash[measurement_key] = measurement_session(config)
-    config.pluginmanager.register(_ReportListener(config.stash[session_key]), "llem-report-listener")
-    for backend in BACKENDS:
+    config.stash[runs.store_key] = runs.open_store(config)
+    config.pluginmanager.register(_ReportListener(config), "llem-report-listener")
+    for backend in backend_names():
         config.addinivalue_line("markers", f"{backend}: a pytest-llem item that runs on the {backend} backend")
 
 
@@ -115,6 +171,19 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> StudyFile 
     if is_study_file(file_path):
         return StudyFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    runs.register_items(session.config.stash[runs.store_key], session.items)
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    return runs.resumed_status(report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    runs.close(config.stash[runs.store_key], config.stash[session_key], exitstatus, config.stash[measurement_key])
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
+from typing import Any
 
 from ..errors import BackendUnavailableError
 from .base import Backend
@@ -16,22 +18,51 @@ INSTALL_HINTS = {
 _REQUIRED_MODULE = {"pytorch": "transformers", "vllm": "vllm"}
 
 
-def _pytorch() -> Backend:
-    from .pytorch import PyTorchBackend
+# Built-in factories as import paths, so an isolated child process can import them by name.
+BUILTIN_FACTORIES: dict[str, str] = {"pytorch": "pytest_llem.backends.pytorch:PyTorchBackend"}
+_extra_factories: dict[str, str] = {}
 
-    return PyTorchBackend()
+
+def import_path(obj: Callable[..., object]) -> str:
+    """``module:qualified.name`` of a class or function, the form a child process can import."""
+    return f"{obj.__module__}:{obj.__qualname__}"
 
 
-FACTORIES: dict[str, Callable[[], Backend]] = {"pytorch": _pytorch}
+def load(path: str) -> Any:
+    """The object an import path (``module:qualified.name``) names."""
+    module_name, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def set_extra_backends(factories: Mapping[str, str]) -> None:
+    """Backends added by plugins for this session: name → import path of a zero-argument Backend factory."""
+    _extra_factories.clear()
+    _extra_factories.update({k: v for k, v in factories.items() if k not in BUILTIN_FACTORIES})
+
+
+def factory_path(name: str) -> str:
+    check_available(name)
+    return _extra_factories.get(name) or BUILTIN_FACTORIES[name]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why the backend cannot run here (its library is not installed, with the install hint), or None."""
+    if name in _extra_factories:
+        return None
+    return _builtin_unavailable_reason(name)
 
 
 @cache
-def unavailable_reason(name: str) -> str | None:
-    """Why the backend cannot run here (its library is not installed, with the install hint), or None."""
-    module = _REQUIRED_MODULE[name]
+def _builtin_unavailable_reason(name: str) -> str | None:
+    module = _REQUIRED_MODULE.get(name)
+    if module is None:
+        return f"no backend named {name!r} is registered"
     if importlib.util.find_spec(module) is None:
         return f"{module} is not installed; install it with: {INSTALL_HINTS[name]}"
-    if name not in FACTORIES:
+    if name not in BUILTIN_FACTORIES:
         return f"{module} is installed, but this version of pytest-llem has no {name} backend yet"
     return None
 
@@ -44,5 +75,5 @@ def check_available(name: str) -> None:
 
 
 def get_backend(name: str) -> Backend:
-    check_available(name)
-    return FACTORIES[name]()
+    backend: Backend = load(factory_path(name))()
+    return backend

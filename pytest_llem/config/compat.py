@@ -31,7 +31,10 @@ PYTORCH_CUDA_ONLY_ATTENTION = frozenset({"flash_attention_2", "flash_attention_3
 
 
 def precision_problem(backend: str, precision: str, platform: Platform) -> str | None:
-    """Why ``backend`` cannot run ``precision`` on ``platform``, or None when it can."""
+    """Why ``backend`` cannot run ``precision`` on ``platform``, or None when it can (a plugin's backend decides
+    for itself)."""
+    if backend not in PRECISIONS_BY_BACKEND:
+        return None
     allowed = PRECISIONS_BY_BACKEND[backend][platform]
     if precision in allowed:
         return None

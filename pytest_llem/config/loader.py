@@ -40,6 +40,10 @@ OPTION_NAMES: dict[str, tuple[str, str]] = {
     "n_cycles": ("--llem-cycles", "llem_cycles"),
     "cycle_order": ("--llem-cycle-order", "llem_cycle_order"),
     "shuffle_seed": ("--llem-shuffle-seed", "llem_shuffle_seed"),
+    "isolation": ("--llem-isolation", "llem_isolation"),
+    "timeout_seconds": ("--llem-timeout", "llem_timeout"),
+    "config_gap_seconds": ("--llem-no-gaps", "config_gap_seconds"),
+    "cycle_gap_seconds": ("--llem-no-gaps", "cycle_gap_seconds"),
 }
 
 

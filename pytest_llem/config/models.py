@@ -19,8 +19,21 @@ from pydantic_core import PydanticCustomError
 from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem
 from .platform import Platform, detect_platform
 
-Backend = Literal["pytorch", "vllm"]
+# The built-in backends, each with its own settings section; plugins may add more (``pytest_llem_backends``).
 BACKENDS: tuple[str, ...] = ("pytorch", "vllm")
+_extra_backends: tuple[str, ...] = ()
+
+
+def set_extra_backends(names: tuple[str, ...]) -> None:
+    """Backends added by plugins for this session (``backend:`` accepts them; they have no settings section)."""
+    global _extra_backends
+    _extra_backends = tuple(n for n in names if n not in BACKENDS)
+
+
+def backend_names() -> tuple[str, ...]:
+    return BACKENDS + _extra_backends
+
+
 Precision = Literal["fp32", "fp16", "bf16"]
 
 INVALID_COMBINATION = "invalid_combination"
@@ -248,7 +261,7 @@ class ExperimentConfig(_Strict):
 
     id: str | None = Field(None, pattern=r"^[\w.+-]+$", description="the experiment's own test id (not hashed)")
     model: str = Field(min_length=1)
-    backend: Backend = "pytorch"
+    backend: str = "pytorch"
     n: int = Field(100, ge=1, description="number of prompts")
     # Frozen defaults are shared rather than rebuilt (and revalidated) for every experiment of a large sweep.
     dataset: DatasetConfig = Field(default=DatasetConfig())
@@ -263,6 +276,14 @@ class ExperimentConfig(_Strict):
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     passthrough_kwargs: dict[str, JsonValue] | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in backend_names():
+            expected = " or ".join(repr(n) for n in backend_names())
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
 
     @model_validator(mode="after")
     def _cross_field(self, info: ValidationInfo) -> ExperimentConfig:
@@ -302,9 +323,11 @@ class ExecutionConfig(_Strict):
 
     n_cycles: int = Field(1, ge=1)
     cycle_order: CycleOrder = CycleOrder.SEQUENTIAL
-    config_gap_seconds: float | None = Field(None, ge=0.0)
-    cycle_gap_seconds: float | None = Field(None, ge=0.0)
+    config_gap_seconds: float | None = Field(None, ge=0.0, description="pause between consecutive items")
+    cycle_gap_seconds: float | None = Field(None, ge=0.0, description="pause where one cycle ends and the next starts")
     shuffle_seed: int | None = None
+    isolation: Literal["process", "none"] = Field("process", description="each item in a fresh child process, or not")
+    timeout_seconds: float | None = Field(None, gt=0.0, description="per item (isolation: process); then SIGKILL")
 
 
 class StudyConfig(_Strict):

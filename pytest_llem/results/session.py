@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from .environment import Environment
 from .schema import ItemResult
@@ -89,6 +90,27 @@ class SessionResults:
             metrics = {m: Summary.of([r.value(m) for r in done]) for m in SUMMARY_METRICS}
             rows.append(ExperimentSummary(experiment_id, len(done), failed, metrics))
         return rows
+
+    def summary_document(self) -> dict[str, Any]:
+        """summary.json: per study and experiment, the cycles and, per metric, n, mean, stdev and the 95% CI."""
+        document: dict[str, Any] = {}
+        for study in [*self.studies, *self.fixture_groups()]:
+            overview = self.studies.get(study)
+            experiments = {}
+            for row in self.summarise(study):
+                experiments[row.experiment_id] = {
+                    "cycles_passed": row.cycles_passed,
+                    "cycles_failed": row.cycles_failed,
+                    "metrics": {
+                        name: {"n": s.n, "mean": s.mean, "stdev": s.stdev, "ci95": list(s.ci95) if s.ci95 else None}
+                        for name, s in row.metrics.items()
+                    },
+                }
+            document[study] = {
+                "study_design_hash": overview.study_design_hash if overview else None,
+                "experiments": experiments,
+            }
+        return document
 
     def fixture_groups(self) -> list[str]:
         """Test files whose ``llem_energy`` windows were recorded, in the order they first reported."""

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from ..config.loader import load_base
 from ..config.messages import describe, key_path, unknown_key_message
-from ..config.models import BACKENDS, INVALID_COMBINATION, CycleOrder, ExperimentConfig
+from ..config.models import BACKENDS, INVALID_COMBINATION, CycleOrder, ExperimentConfig, backend_names
 from ..config.platform import Platform, detect_platform
 from ..errors import ConfigError
 from .cycles import apply_cycles, number_cycles
@@ -159,8 +159,9 @@ def _backend_list(value: Any, study_path: Path | None, key: str) -> list[str]:
     if not values:
         raise ConfigError("empty list; name at least one backend", file=study_path, key=key)
     for v in values:
-        if v not in BACKENDS:
-            raise ConfigError(f"{v!r} is not a backend; allowed: {', '.join(BACKENDS)}", file=study_path, key=key)
+        if v not in backend_names():
+            allowed = ", ".join(backend_names())
+            raise ConfigError(f"{v!r} is not a backend; allowed: {allowed}", file=study_path, key=key)
     return list(dict.fromkeys(values))
 
 

@@ -1,0 +1,119 @@
+"""Run one item's work in a fresh child process with a timeout, and say plainly how it ended.
+
+Children come from a ``forkserver`` that preloads torch, transformers and Zeus without touching the GPU: each child is
+a fork of that clean server (never of pytest, which may hold CUDA or OpenMP state), so it pays no import time. The child
+leads its own process group; whatever it started is killed with it, so no orphan outlives its item.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import time
+from multiprocessing.context import ForkServerContext
+from pathlib import Path
+
+from ..energy.baseline import IdleBaselines
+from ..errors import LlemError
+from ..results.schema import Metrics
+from .child import ChildJob, child_main
+
+# Imported once in the forkserver; a module that fails to import there is skipped (the child imports it itself).
+PRELOAD = ["pytest_llem.runner.child", "pytest_llem.runner.execute", "torch", "transformers", "zeus.monitor"]
+STDERR_TAIL_LINES = 15
+_context: ForkServerContext | None = None
+
+
+class ChildFailure(LlemError):
+    """The child did not bring back a result: ``kind`` is timeout, signal, exit or exception."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+def forkserver() -> ForkServerContext:
+    global _context
+    if _context is None:
+        context = multiprocessing.get_context("forkserver")
+        assert isinstance(context, ForkServerContext)
+        context.set_forkserver_preload(PRELOAD)
+        _context = context
+    return _context
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-STDERR_TAIL_LINES:])
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def run_in_child(job_without_stderr: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleBaselines]:
+    """Run the job in a child; its metrics and the idle baselines it may have refreshed, or a ChildFailure."""
+    context = forkserver()
+    with tempfile.TemporaryDirectory(prefix="llem-child-") as folder:
+        stderr_path = Path(folder) / "stderr.txt"
+        job = job_without_stderr
+        job.stderr_path = str(stderr_path)
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=child_main, args=(sender, job), name="pytest-llem-item", daemon=True)
+        process.start()
+        sender.close()
+        assert process.pid is not None
+        outcome = None
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while outcome is None:
+                wait = 0.5 if deadline is None else min(0.5, max(deadline - time.monotonic(), 0.0))
+                if receiver.poll(wait):
+                    try:
+                        outcome = receiver.recv()
+                    except EOFError:  # died without a word: classified from the exit code below
+                        break
+                elif not process.is_alive() and not receiver.poll(0):
+                    break
+                elif deadline is not None and time.monotonic() >= deadline:
+                    _kill_group(process.pid)
+                    process.join()
+                    raise ChildFailure(
+                        "timeout", f"timeout: no result after {timeout_s:g} s; the item's process was killed (SIGKILL)"
+                    )
+            process.join(timeout=30)
+        finally:
+            _kill_group(process.pid)  # its own leftovers (engine workers, ...) die with the item
+            if process.is_alive():
+                process.join()
+            receiver.close()
+            stderr_tail = _tail(stderr_path)
+            if stderr_tail:
+                sys.stderr.write(stderr_path.read_text(errors="replace"))  # pytest shows it with the item's report
+    if outcome is not None and outcome["ok"]:
+        return Metrics.model_validate_json(outcome["metrics"]), outcome["idle"]
+    if outcome is not None:
+        where = f"\n  raised at {outcome['where']}" if outcome.get("where") else ""
+        raise ChildFailure("exception", f"{outcome['message']}{where}")
+    code = process.exitcode
+    tail = "\n  last lines of its stderr:\n    " + "\n    ".join(stderr_tail.splitlines()) if stderr_tail else ""
+    if code is not None and code < 0:
+        what = {"SIGSEGV": " (segmentation fault)", "SIGKILL": " (out of memory killer, or killed from outside)"}
+        name = _signal_name(-code)
+        raise ChildFailure("signal", f"the item's process was killed by {name}{what.get(name, '')}{tail}")
+    raise ChildFailure("exit", f"the item's process exited with status {code} before reporting a result{tail}")
