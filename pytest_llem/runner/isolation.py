@@ -22,8 +22,8 @@ from ..errors import LlemError
 from ..results.schema import Metrics
 from .child import ChildJob, child_main
 
-# Imported once in the forkserver; a module that fails to import there is skipped (the child imports it itself).
-PRELOAD = ["pytest_llem.runner.child", "pytest_llem.runner.execute", "torch", "transformers", "zeus.monitor"]
+# Imported once in the forkserver (see preload.py for what and why).
+PRELOAD = ["pytest_llem.runner.child", "pytest_llem.runner.preload"]
 STDERR_TAIL_LINES = 15
 _context: ForkServerContext | None = None
 

@@ -18,15 +18,22 @@ FAST = studies.FAST.replace("baseline: {enabled: false}", "warmup: {enabled: fal
 
 
 def project(pytester: pytest.Pytester, gpus: list[float] | None, study: str | None = FAST) -> None:
-    """A temp project whose conftest makes Zeus see fake GPUs at ``gpus`` watts (None: no device at all)."""
+    """A temp project whose conftest makes Zeus see fake GPUs at ``gpus`` watts (None: no device at all), in the
+    pytest process and in every item's child process."""
     pytester.makepyfile(zeus_fakes=FAKES.read_text())
     devices = f"zeus_fakes.FakeGPUs({gpus!r})" if gpus is not None else "None"
     pytester.makeconftest(
         f"""
         import zeus_fakes
 
-        def pytest_configure(config):
+        def install_fakes():
             zeus_fakes.install({devices}, None)
+
+        def pytest_configure(config):
+            install_fakes()
+
+        def pytest_llem_child_setup():  # items run in child processes: they need the fakes too
+            return [install_fakes]
 
         def pytest_unconfigure(config):
             zeus_fakes.uninstall()
