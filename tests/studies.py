@@ -8,3 +8,58 @@ max_output_tokens: 4
 decoder: {preset: deterministic, min_new_tokens: 4}
 baseline: {enabled: false}  # 30 s of idle per session where a GPU or RAPL is readable
 """
+
+# A backend that misbehaves on purpose, chosen per experiment by random_seed (5: stops pytest itself when told by
+# KILL_PYTEST / INTERRUPT_PYTEST). Registered through the plugin hook,
+# defined in the temp project's conftest: the child processes import it from there.
+CRASHY_CONFTEST = """
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from pytest_llem.backends.pytorch import PyTorchBackend
+
+MODES = {1: "segv", 2: "kill", 3: "hang", 4: "raise", 5: "stop pytest"}
+
+
+class Crashy(PyTorchBackend):
+    def load(self, config, model):
+        self.mode = MODES.get(config.random_seed)
+        super().load(config, model)
+
+    def generate(self, prepared):
+        if self.mode == "segv":
+            ctypes.string_at(0)
+        if self.mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.mode == "hang":
+            helper = subprocess.Popen(["sleep", "600"])  # a grandchild that must not outlive the item
+            Path("pids.txt").write_text(f"{os.getpid()} {helper.pid}")
+            time.sleep(600)
+        if self.mode == "raise":
+            raise RuntimeError("boom on purpose")
+        if self.mode == "stop pytest" and os.environ.get("KILL_PYTEST"):
+            os.kill(os.getpid(), signal.SIGKILL)  # with isolation none, this process is pytest itself
+        if self.mode == "stop pytest" and os.environ.get("INTERRUPT_PYTEST"):
+            raise KeyboardInterrupt  # what Ctrl-C does
+        return super().generate(prepared)
+
+
+def pytest_llem_backends():
+    return {"crashy": Crashy}
+"""
+
+
+# The crashy backend's study head: every item fast; the caller adds execution and the random_seed sweep.
+CRASHY_HEAD = """
+model: builtin:tiny-llama
+backend: crashy
+precision: fp32
+n: 2
+max_output_tokens: 2
+warmup: {enabled: false}
+baseline: {enabled: false}
+"""

@@ -10,58 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.studies import FAST
+from tests.studies import CRASHY_CONFTEST, CRASHY_HEAD, FAST
 
-# A backend that misbehaves on purpose, chosen per experiment by random_seed. Registered through the plugin hook,
-# defined in the temp project's conftest: the child processes import it from there.
-CRASHY_CONFTEST = """
-import ctypes
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
-
-from pytest_llem.backends.pytorch import PyTorchBackend
-
-MODES = {1: "segv", 2: "kill", 3: "hang", 4: "raise"}
-
-
-class Crashy(PyTorchBackend):
-    def load(self, config, model):
-        self.mode = MODES.get(config.random_seed)
-        super().load(config, model)
-
-    def generate(self, prepared):
-        if self.mode == "segv":
-            ctypes.string_at(0)
-        if self.mode == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if self.mode == "hang":
-            helper = subprocess.Popen(["sleep", "600"])  # a grandchild that must not outlive the item
-            Path("pids.txt").write_text(f"{os.getpid()} {helper.pid}")
-            time.sleep(600)
-        if self.mode == "raise":
-            raise RuntimeError("boom on purpose")
-        return super().generate(prepared)
-
-
-def pytest_llem_backends():
-    return {"crashy": Crashy}
-"""
-
-CRASHY_STUDY = """
-model: builtin:tiny-llama
-backend: crashy
-precision: fp32
-n: 2
-max_output_tokens: 2
-warmup: {enabled: false}
-baseline: {enabled: false}
-execution: {timeout_seconds: 8}
-sweep:
-  random_seed: [0, 1, 2, 3, 4]
-"""
+CRASHY_STUDY = CRASHY_HEAD + "execution: {timeout_seconds: 8}\nsweep:\n  random_seed: [0, 1, 2, 3, 4]\n"
 
 
 def manifest(pytester: pytest.Pytester) -> dict:
@@ -110,7 +61,9 @@ def test_isolation_none_and_process_report_the_same_schema(pytester: pytest.Pyte
     pytester.makefile(".yaml", study_same=FAST)
     shapes = {}
     for isolation in ("none", "process"):
-        result = pytester.runpytest("--llem-cycles=1", f"--llem-isolation={isolation}", f"--llem-results-dir={isolation}")
+        result = pytester.runpytest(
+            "--llem-cycles=1", f"--llem-isolation={isolation}", f"--llem-results-dir={isolation}"
+        )
         result.assert_outcomes(passed=1)
         (run,) = (pytester.path / isolation / "runs").iterdir()
         (result_file,) = (run / "results").iterdir()
