@@ -79,15 +79,22 @@ def register_backends(config: pytest.Config) -> None:
 
     factories: dict[str, str] = {}
     for added in config.hook.pytest_llem_backends():
-        factories.update({name: backends.import_path(factory) for name, factory in (added or {}).items()})
+        for name, factory in (added or {}).items():
+            try:
+                factories[name] = backends.importable_path(factory)
+            except LlemError as exc:
+                raise pytest.UsageError(f"pytest-llem: pytest_llem_backends: {name!r}: {exc}") from None
     models.set_extra_backends(tuple(factories))
     backends.set_extra_backends(factories)
 
 
 def child_setup_paths(config: pytest.Config) -> list[str]:
-    from .backends import import_path
+    from .backends import importable_path
 
-    return [import_path(f) for added in config.hook.pytest_llem_child_setup() for f in (added or [])]
+    try:
+        return [importable_path(f) for added in config.hook.pytest_llem_child_setup() for f in (added or [])]
+    except LlemError as exc:
+        raise pytest.UsageError(f"pytest-llem: pytest_llem_child_setup: {exc}") from None
 
 
 def measurement_session(config: pytest.Config) -> MeasurementSession:
@@ -210,7 +217,9 @@ class ExperimentItem(pytest.Item):
 
     def runtest(self) -> None:
         store = self.config.stash.get(store_key, None)
-        previous = store.previous_result((self.study_design_hash, self.experiment_id, self.cycle)) if store else None
+        study = self.parent.nodeid if self.parent else ""
+        key = (study, self.study_design_hash, self.experiment_id, self.cycle)
+        previous = store.previous_result(key) if store else None
         if previous is not None and store is not None:  # passed in the resumed run: replay, do not measure again
             self.user_properties += [
                 (ITEM_PROPERTY, json.dumps({"study": previous.study, "experiment_id": self.experiment_id})),
@@ -219,7 +228,7 @@ class ExperimentItem(pytest.Item):
             ]
             return
         measuring = self.config.stash[measurement_key]
-        measuring.pacer.wait(self.parent.nodeid if self.parent else "", self.cycle, self.execution, self._announce)
+        measuring.pacer.wait(study, self.experiment_id, self.cycle, self.execution, self._announce)
         self.user_properties.append(
             (
                 ITEM_PROPERTY,

@@ -141,6 +141,10 @@ class _ReportListener:
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         runs.item_started(self.config.stash[runs.store_key], nodeid)
 
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        if excinfo.type is KeyboardInterrupt:  # not pytest's own "Interrupted: errors during collection"
+            runs.interrupted(self.config.stash[runs.store_key])
+
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import hookspecs
@@ -153,7 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
     check_execution_options(config)
     config.stash[session_key] = SessionResults()
     config.stash[measurement_key] = measurement_session(config)
-    config.stash[runs.store_key] = runs.open_store(config)
+    config.stash[runs.store_key] = runs.open_resumed(config)
     config.pluginmanager.register(_ReportListener(config), "llem-report-listener")
     for backend in backend_names():
         config.addinivalue_line("markers", f"{backend}: a pytest-llem item that runs on the {backend} backend")
@@ -174,16 +178,16 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> StudyFile 
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    runs.register_items(session.config.stash[runs.store_key], session.items)
+    runs.register_items(session.config, session.items)
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
     return runs.resumed_status(report)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    runs.close(config.stash[runs.store_key], config.stash[session_key], exitstatus, config.stash[measurement_key])
+    runs.close(config.stash[runs.store_key], config.stash[session_key], config.stash[measurement_key])
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:

@@ -12,9 +12,9 @@ from .items import RESULT_PROPERTY, RESUMED_PROPERTY, ExperimentItem, InvalidCon
 from .measurement import MeasurementSession
 from .results.schema import ItemResult
 from .results.session import SessionResults
-from .results.store import ItemEntry, RunStore
+from .results.store import RUN_ID, ItemEntry, RunStore
 
-__all__ = ["close", "item_started", "open_store", "record", "register_items", "store_key"]
+__all__ = ["close", "interrupted", "item_started", "open_resumed", "record", "register_items", "store_key"]
 DEFAULT_RESULTS_DIR = ".llem"
 
 
@@ -24,24 +24,42 @@ def runs_dir(config: pytest.Config) -> Path:
     return (path if path.is_absolute() else config.rootpath / path) / "runs"
 
 
-def open_store(config: pytest.Config) -> RunStore | None:
-    """A new run folder, or the resumed one; None in xdist workers and for --collect-only."""
-    if hasattr(config, "workerinput") or config.option.collectonly:
-        return None
+def _writes_runs(config: pytest.Config) -> bool:
+    """Only a session that runs items writes a run folder: not xdist workers, --collect-only, --setup-plan/-only."""
+    option = config.option
+    return not (
+        hasattr(config, "workerinput")
+        or option.collectonly
+        or getattr(option, "setupplan", False)
+        or getattr(option, "setuponly", False)
+    )
+
+
+def open_resumed(config: pytest.Config) -> RunStore | None:
+    """The run folder --llem-resume names (before collection: a changed study must be refused while collecting)."""
     resume = config.getoption("llem_resume")
+    if resume is None or not _writes_runs(config):
+        return None
+    if resume != "latest" and not RUN_ID.fullmatch(resume) and Path(resume).exists():
+        raise pytest.UsageError(
+            f"pytest-llem: --llem-resume read {resume!r} as a run id; write --llem-resume=RUN_ID or put the paths first"
+        )
     try:
-        if resume is not None:
-            return RunStore.resume(runs_dir(config), None if resume == "latest" else resume)
-        return RunStore.create(runs_dir(config))
+        return RunStore.resume(runs_dir(config), None if resume == "latest" else resume)
     except LlemError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
-    except OSError as exc:
-        raise pytest.UsageError(f"pytest-llem: cannot create the run folder under {runs_dir(config)}: {exc}") from None
 
 
-def register_items(store: RunStore | None, items: list[pytest.Item]) -> None:
-    if store is None:
+def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The collected study items into the run folder, which a new session creates now (and only if it has items)."""
+    store = config.stash[store_key]
+    if not _writes_runs(config) or not any(isinstance(i, ExperimentItem | InvalidConfigItem) for i in items):
         return
+    if store is None:
+        try:
+            store = config.stash[store_key] = RunStore.create(runs_dir(config))
+        except OSError as exc:
+            raise pytest.UsageError(f"pytest-llem: cannot create the run folder in {runs_dir(config)}: {exc}") from None
     entries = []
     for item in items:
         if isinstance(item, ExperimentItem):
@@ -59,6 +77,12 @@ def register_items(store: RunStore | None, items: list[pytest.Item]) -> None:
 def item_started(store: RunStore | None, nodeid: str) -> None:
     if store is not None:
         store.started(nodeid)
+
+
+def interrupted(store: RunStore | None) -> None:
+    """Ctrl-C: the session will end as ``interrupted`` (a collection error ends pytest the same way, but is not)."""
+    if store is not None:
+        store.interrupted = True
 
 
 def record(store: RunStore | None, report: pytest.TestReport) -> None:
@@ -94,14 +118,22 @@ def resumed_status(report: pytest.TestReport) -> tuple[str, str, str] | None:
     return None
 
 
-def close(store: RunStore | None, session: SessionResults, exitstatus: int, measuring: MeasurementSession) -> None:
+def close(store: RunStore | None, session: SessionResults, measuring: MeasurementSession) -> None:
+    """Final status and summary. A session that ran nothing (a resume refused while collecting) leaves the run as it
+    was; the summary covers every passed result in the folder, this session's and the resumed run's."""
     if store is None:
+        return
+    if store.interrupted:
+        store.close("interrupted")
+    if not store.touched:
         return
     if session.results or session.failed_results:
         store.write_environment(measuring.environment())
-    store.write_summary(session.summary_document())
-    if exitstatus == pytest.ExitCode.INTERRUPTED:
-        store.close("interrupted")
-    else:
+    whole = SessionResults(studies=session.studies, results=store.passed_results())
+    for entry in store.items.values():
+        if entry.status == "failed" and entry.cycle is not None:
+            whole.add_failure(entry.study, entry.experiment_id)
+    store.write_summary(whole.summary_document())
+    if not store.interrupted:
         pending = any(e.status in ("pending", "running") for e in store.items.values())
         store.close("incomplete" if pending else "complete")

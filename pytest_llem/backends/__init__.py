@@ -28,6 +28,24 @@ def import_path(obj: Callable[..., object]) -> str:
     return f"{obj.__module__}:{obj.__qualname__}"
 
 
+def importable_path(obj: Any) -> str:
+    """The import path of ``obj``, checked: importing it again must give this very object (a child process will)."""
+    try:
+        path = import_path(obj)
+        found = load(path)
+    except Exception as exc:  # partials, lambdas, closures, shadowed modules
+        raise BackendUnavailableError(
+            f"{obj!r} cannot be imported again by module and name ({type(exc).__name__}: {exc}); "
+            "define it at module level in a conftest loaded at start-up or in an installed module"
+        ) from None
+    if found is not obj:
+        raise BackendUnavailableError(
+            f"{path} names another object than {obj!r} (two modules named {obj.__module__!r}?); "
+            "define it in a module with a unique name"
+        )
+    return path
+
+
 def load(path: str) -> Any:
     """The object an import path (``module:qualified.name``) names."""
     module_name, _, qualname = path.partition(":")

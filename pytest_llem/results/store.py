@@ -23,7 +23,10 @@ from .schema import ItemResult
 
 MANIFEST = "manifest.json"
 RESULTS = "results"
-ItemKey = tuple[str, str, int]  # (study_design_hash, experiment_id, cycle): an item's identity across runs
+# (study, study_design_hash, experiment_id, cycle): an item's identity across runs. The study is in it because two
+# study files may hold the same experiments (the hash leaves execution settings out).
+ItemKey = tuple[str, str, str, int]
+RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
 
 
 class RunFolderError(LlemError):
@@ -39,10 +42,17 @@ def write_json(path: Path, data: Any) -> None:
             json.dump(data, handle, indent=2, sort_keys=False)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a run folder is for the team to read
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def new_run_id() -> str:
@@ -55,8 +65,8 @@ def latest_run(runs_dir: Path) -> Path | None:
 
 
 def _file_name(key: ItemKey) -> str:
-    study_hash, experiment_id, cycle = key
-    return re.sub(r"[^\w.+-]", "_", f"{study_hash}-{experiment_id}-cycle{cycle}") + ".json"
+    study, study_hash, experiment_id, cycle = key
+    return re.sub(r"[^\w.+-]", "_", f"{Path(study).stem}-{study_hash}-{experiment_id}-cycle{cycle}") + ".json"
 
 
 @dataclass
@@ -75,7 +85,7 @@ class ItemEntry:
 
     @property
     def key(self) -> ItemKey | None:
-        return None if self.cycle is None else (self.study_design_hash, self.experiment_id, self.cycle)
+        return None if self.cycle is None else (self.study, self.study_design_hash, self.experiment_id, self.cycle)
 
 
 class RunStore:
@@ -88,6 +98,8 @@ class RunStore:
         self.items: dict[str, ItemEntry] = {}
         self.studies: dict[str, str] = {}  # study → study_design_hash
         self.status = "running"
+        self.touched = False  # an item started or finished in this session
+        self.interrupted = False
         self.started_at = time.time()
         self.finished_at: float | None = None
         self._previous: dict[ItemKey, ItemEntry] = {}
@@ -159,6 +171,7 @@ class RunStore:
         entry = self.items.get(nodeid)
         if entry is not None:
             entry.status, entry.started_at, entry.error = "running", time.time(), None
+            self.touched = True
             self.save_manifest()
 
     def finished(
@@ -171,7 +184,20 @@ class RunStore:
             entry.result_file = f"{RESULTS}/{_file_name(entry.key)}"
             write_json(self.folder / entry.result_file, result.model_dump(mode="json"))
         entry.status, entry.error, entry.finished_at, entry.resumed = status, error, time.time(), resumed
+        self.touched = True
         self.save_manifest()
+
+    def passed_results(self) -> list[ItemResult]:
+        """Every passed item's result on disk, in manifest order."""
+        results = []
+        for entry in self.items.values():
+            if entry.status == "passed" and entry.result_file:
+                try:
+                    text = (self.folder / entry.result_file).read_text(encoding="utf-8")
+                    results.append(ItemResult.model_validate_json(text))
+                except (OSError, ValueError):
+                    continue
+        return results
 
     def write_environment(self, environment: Environment) -> None:
         write_json(self.folder / "env.json", environment.model_dump(mode="json"))

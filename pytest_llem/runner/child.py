@@ -40,10 +40,26 @@ def _where(error: BaseException) -> str:
     return f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
 
 
+def _die_with_parent() -> None:
+    """Linux: be SIGKILLed when the forkserver exits (it does when pytest dies), so a killed session leaves no item."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def child_main(conn: Connection, job: ChildJob) -> None:
     """Entry point of the child. Sends exactly one dict: ``{"ok": True, "metrics": json, "idle": IdleBaselines}`` or
     ``{"ok": False, "message": ..., "where": ..., "traceback": ...}``; a crash sends nothing."""
     os.setsid()  # its own process group: the parent can kill it with everything it started
+    _die_with_parent()
     fd = os.open(job.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
@@ -70,7 +86,9 @@ def child_main(conn: Connection, job: ChildJob) -> None:
         outcome = {"ok": True, "metrics": metrics.model_dump_json(), "idle": job.idle_baselines}
     except LlemError as exc:
         cause = exc.cause if isinstance(exc, PhaseError) else exc
-        outcome = {"ok": False, "message": str(exc), "where": _where(cause), "traceback": traceback.format_exc()}
+        explained = isinstance(cause, LlemError)  # the user's own words suffice; anything else gets its traceback
+        story = "" if explained else traceback.format_exc()
+        outcome = {"ok": False, "message": str(exc), "where": _where(cause), "traceback": story}
     except BaseException as exc:  # anything else is still the item's failure, told in one line
         message = f"{type(exc).__name__}: {exc}"
         outcome = {"ok": False, "message": message, "where": _where(exc), "traceback": traceback.format_exc()}

@@ -45,7 +45,8 @@ def run_experiment(
 
     ``meter`` defaults to the one ``config.energy`` asks for; ``idle_baselines`` (a session's cache) to a fresh one.
     """
-    backend = backend_factory(config.backend)  # an unavailable backend fails before any model is built
+    with phase("backend"):  # an unavailable backend fails before any model is built
+        backend = backend_factory(config.backend)
     if meter is None:
         meter = open_meter(config.energy.meter or "auto", config.energy.gpu_indices)
     revision = config.pytorch.revision if config.pytorch else None

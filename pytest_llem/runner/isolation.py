@@ -66,6 +66,15 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _kill(process: multiprocessing.process.BaseProcess) -> None:
+    """SIGKILL the child's process group (and the child itself, in case it had not yet made its group), then reap."""
+    if process.pid is not None:
+        _kill_group(process.pid)
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=10)
+
+
 def run_in_child(job_without_stderr: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleBaselines]:
     """Run the job in a child; its metrics and the idle baselines it may have refreshed, or a ChildFailure."""
     context = forkserver()
@@ -74,7 +83,8 @@ def run_in_child(job_without_stderr: ChildJob, timeout_s: float | None) -> tuple
         job = job_without_stderr
         job.stderr_path = str(stderr_path)
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=child_main, args=(sender, job), name="pytest-llem-item", daemon=True)
+        # Not a daemon: daemons may not start processes, and Zeus (RAPL), vLLM engines and data loaders do.
+        process = context.Process(target=child_main, args=(sender, job), name="pytest-llem-item")
         process.start()
         sender.close()
         assert process.pid is not None
@@ -91,16 +101,13 @@ def run_in_child(job_without_stderr: ChildJob, timeout_s: float | None) -> tuple
                 elif not process.is_alive() and not receiver.poll(0):
                     break
                 elif deadline is not None and time.monotonic() >= deadline:
-                    _kill_group(process.pid)
-                    process.join()
+                    _kill(process)
                     raise ChildFailure(
                         "timeout", f"timeout: no result after {timeout_s:g} s; the item's process was killed (SIGKILL)"
                     )
             process.join(timeout=30)
         finally:
-            _kill_group(process.pid)  # its own leftovers (engine workers, ...) die with the item
-            if process.is_alive():
-                process.join()
+            _kill(process)  # its own leftovers (engine workers, ...) die with the item
             receiver.close()
             stderr_tail = _tail(stderr_path)
             if stderr_tail:
@@ -108,6 +115,7 @@ def run_in_child(job_without_stderr: ChildJob, timeout_s: float | None) -> tuple
     if outcome is not None and outcome["ok"]:
         return Metrics.model_validate_json(outcome["metrics"]), outcome["idle"]
     if outcome is not None:
+        sys.stderr.write(outcome.get("traceback", ""))  # the whole story, shown with the item's captured stderr
         where = f"\n  raised at {outcome['where']}" if outcome.get("where") else ""
         raise ChildFailure("exception", f"{outcome['message']}{where}")
     code = process.exitcode

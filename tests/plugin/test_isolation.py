@@ -31,7 +31,7 @@ def alive(pid: int) -> bool:
 def test_each_way_an_item_can_die_fails_that_item_alone_with_the_reason(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CRASHY_CONFTEST)
     pytester.makefile(".yaml", study_crash=CRASHY_STUDY)
-    result = pytester.runpytest("--llem-cycles=1")
+    result = pytester.runpytest("--llem-cycles=1", "--show-capture=no")  # captured: the RuntimeError's traceback
     result.assert_outcomes(passed=1, failed=4)
     result.stdout.re_match_lines(
         [

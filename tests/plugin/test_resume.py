@@ -80,6 +80,30 @@ def test_resume_refuses_a_study_that_changed_and_needs_a_run(pytester: pytest.Py
         ["*study_k.yaml: cannot resume run *: the study changed since (design hash * → *); restore it or run without*"]
     )
     assert "Traceback" not in changed.stdout.str()
+    run = run_folder(pytester)  # the refused resume left the run as it was
+    assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
+    assert json.loads((run / "summary.json").read_text())["study_k.yaml"]["experiments"]["crashy"]["cycles_passed"] == 1
+
+    swallowed = pytester.runpytest("--llem-resume", "study_k.yaml")
+    assert swallowed.ret == pytest.ExitCode.USAGE_ERROR
+    swallowed.stderr.fnmatch_lines(["*--llem-resume read 'study_k.yaml' as a run id; write --llem-resume=RUN_ID*"])
+
+
+def test_sessions_without_study_items_write_no_run_folder(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest("--markers")
+    assert not (pytester.path / ".llem").exists()
+
+
+def test_a_backend_that_cannot_be_imported_again_is_one_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "import functools\nfrom pytest_llem.backends.pytorch import PyTorchBackend\n\n"
+        "def pytest_llem_backends():\n    return {'bent': functools.partial(PyTorchBackend)}\n"
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest_llem_backends: 'bent': functools.partial(*cannot be imported again*"])
 
 
 def test_ctrl_c_leaves_an_interrupted_manifest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,9 +56,12 @@ def test_gaps_owed_between_items_and_cycles() -> None:
     pacer = Pacer(sleep=slept.append)
     execution = ExecutionConfig(config_gap_seconds=2.5, cycle_gap_seconds=4.0)
     announced: list[str] = []
-    sequence = [("a", 1), ("a", 1), ("a", 2), ("a", 2), ("b", 1)]  # b: another study starts without a gap
-    waited = [pacer.wait(study, cycle, execution, announced.append) for study, cycle in sequence]
+    interleaved = [("s", "x", 1), ("s", "y", 1), ("s", "x", 2), ("s", "y", 2), ("t", "x", 1)]  # t: a new study
+    waited = [pacer.wait(*item, execution, announced.append) for item in interleaved]
     assert waited == [0.0, 2.5, 4.0, 2.5, 0.0]
     assert sum(slept) == pytest.approx(9.0) and max(slept) <= 1.0  # one-second steps, for the countdown
     assert announced[:3] == ["config gap: 3 s ", "config gap: 2 s ", "config gap: 1 s "]
-    assert Pacer(sleep=slept.append).wait("a", 1, ExecutionConfig()) == 0.0
+    sequential = [("s", "x", 1), ("s", "x", 2), ("s", "y", 1), ("s", "y", 2)]
+    pacer = Pacer(sleep=slept.append)
+    assert [pacer.wait(*item, execution) for item in sequential] == [0.0, 4.0, 2.5, 4.0]
+    assert Pacer(sleep=slept.append).wait("s", "x", 1, ExecutionConfig()) == 0.0
