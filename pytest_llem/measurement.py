@@ -45,6 +45,13 @@ class MeasurementSession:
 
         choice = resolve_choice(self.command_line_meter, config.energy.meter, self.ini_meter)
         if execution.isolation == "none":
+            if execution.timeout_seconds is not None:
+                import warnings
+
+                warnings.warn(
+                    f"timeout_seconds={execution.timeout_seconds:g} is ignored with isolation: none (it needs process)",
+                    stacklevel=2,
+                )
             meter = self.meters.get(choice, config.energy.gpu_indices)
             return run_experiment(
                 config, study_dir=study_dir, cache_dir=cache_dir, meter=meter, idle_baselines=self.idle_baselines

@@ -206,7 +206,12 @@ class RunStore:
         write_json(self.folder / "summary.json", summary)
 
     def close(self, status: str) -> None:
-        """``complete`` (every item done), ``incomplete`` (some still pending) or ``interrupted``."""
+        """``complete`` (every item done), ``incomplete`` (some still pending) or ``interrupted`` (then the item that
+        was running says so too)."""
+        if status == "interrupted":
+            for entry in self.items.values():
+                if entry.status == "running":
+                    entry.status, entry.finished_at = "interrupted", time.time()
         self.status, self.finished_at = status, time.time()
         self.save_manifest()
 

@@ -115,3 +115,4 @@ def test_ctrl_c_leaves_an_interrupted_manifest(pytester: pytest.Pytester, monkey
     run = run_folder(pytester)
     assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
     assert statuses(run)["crashy-11/1"] == "passed" and statuses(run)["crashy-12/1"] == "pending"
+    assert statuses(run)["crashy-5/1"] == "interrupted"
