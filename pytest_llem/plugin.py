@@ -98,6 +98,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="continue a run (the latest, or RUN_ID): items that passed there are not run again",
     )
     group.addoption(
+        "--llem-save",
+        dest="llem_save",
+        default=None,
+        metavar="NAME",
+        help="save this run's per-experiment samples as baseline NAME (.llem/baselines/NAME.json)",
+    )
+    group.addoption(
         "--llem-meter",
         dest="llem_meter",
         default=None,
@@ -158,6 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[session_key] = SessionResults()
     config.stash[measurement_key] = measurement_session(config)
     config.stash[runs.store_key] = runs.open_resumed(config)
+    runs.check_save_name(config)
     config.pluginmanager.register(_ReportListener(config), "llem-report-listener")
     for backend in backend_names():
         config.addinivalue_line("markers", f"{backend}: a pytest-llem item that runs on the {backend} backend")
@@ -187,7 +195,12 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    runs.close(config.stash[runs.store_key], config.stash[session_key], config.stash[measurement_key])
+    store, results, measuring = config.stash[runs.store_key], config.stash[session_key], config.stash[measurement_key]
+    runs.close(store, results, measuring)
+    saved = runs.save_baseline(config, store, results, measuring)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if saved and reporter is not None:
+        reporter.write_line(saved)
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:

@@ -10,11 +10,22 @@ import pytest
 from .errors import LlemError
 from .items import RESULT_PROPERTY, RESUMED_PROPERTY, ExperimentItem, InvalidConfigItem, store_key
 from .measurement import MeasurementSession
+from .results import baselines
 from .results.schema import ItemResult
 from .results.session import SessionResults
 from .results.store import RUN_ID, ItemEntry, RunStore
 
-__all__ = ["close", "interrupted", "item_started", "open_resumed", "record", "register_items", "store_key"]
+__all__ = [
+    "check_save_name",
+    "close",
+    "interrupted",
+    "item_started",
+    "open_resumed",
+    "record",
+    "register_items",
+    "save_baseline",
+    "store_key",
+]
 DEFAULT_RESULTS_DIR = ".llem"
 
 
@@ -116,6 +127,31 @@ def resumed_status(report: pytest.TestReport) -> tuple[str, str, str] | None:
     if report.when == "call" and report.passed and any(n == RESUMED_PROPERTY for n, _ in report.user_properties):
         return "passed", "R", "RESUMED"
     return None
+
+
+def check_save_name(config: pytest.Config) -> None:
+    name = config.getoption("llem_save")
+    if name is not None:
+        try:
+            baselines.check_name(name)
+        except LlemError as exc:
+            raise pytest.UsageError(f"pytest-llem: {exc}") from None
+
+
+def save_baseline(
+    config: pytest.Config, store: RunStore | None, session: SessionResults, measuring: MeasurementSession
+) -> str | None:
+    """--llem-save=NAME: this run's passed results (the whole run folder's, when resumed) as a named baseline."""
+    name = config.getoption("llem_save")
+    if name is None or hasattr(config, "workerinput"):
+        return None
+    results = store.passed_results() if store is not None else []
+    results += [r for r in session.results if r.kind == "fixture"]  # fixture windows are not in the run folder
+    if not results:
+        return f"pytest-llem: nothing passed, so no baseline {name!r} was saved"
+    baseline = baselines.build(name, results, store.run_id if store else None, measuring.environment())
+    path = baselines.save(baseline, runs_dir(config).parent / "baselines")
+    return f"pytest-llem: baseline {name!r} saved to {path} ({len(baseline.experiments)} experiments)"
 
 
 def close(store: RunStore | None, session: SessionResults, measuring: MeasurementSession) -> None:
