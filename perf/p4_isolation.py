@@ -1,6 +1,7 @@
 """P4 — isolation overhead: time per item outside the measured window, isolation ``process`` vs ``none``.
 
-The same one-experiment study (builtin:tiny-llama, fp32, 2 prompts, 4 new tokens, no idle baseline) runs with
+The same one-experiment study (tests/studies.py FAST: builtin:tiny-llama, fp32, 4 prompts, 4 new tokens, no idle
+baseline) runs with
 ``--llem-cycles=N`` under each isolation, alternating (process, none, none, process, ...), each a fresh
 ``python -m pytest`` in its own temp folder. Per item, the overhead is the item's wall time in the run folder's
 manifest (``finished_at - started_at``) minus its measured window (``duration_s``). The first item of a run is left
@@ -23,14 +24,8 @@ import tempfile
 from pathlib import Path
 
 GOAL_S = 0.5
-STUDY = """
-model: builtin:tiny-llama
-precision: fp32
-n: 2
-max_output_tokens: 4
-decoder: {preset: deterministic, min_new_tokens: 4}
-baseline: {enabled: false}
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.studies import FAST as STUDY  # noqa: E402  (the tests' smallest real study: tiny-llama, no idle baseline)
 
 
 def one_run(isolation: str, cycles: int) -> list[float]:

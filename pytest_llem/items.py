@@ -308,13 +308,14 @@ class InvalidConfigItem(pytest.Item):
         return self.path, 0, f"invalid config {self.skipped.short_label}"
 
 
-def record_report(results: SessionResults, report: pytest.TestReport) -> None:
+def record_report(results: SessionResults, report: pytest.TestReport) -> list[ItemResult]:
     """Take an item's results (or failure) out of its report; the same path serves reports from xdist workers.
 
     A study item carries one result, a test using ``llem_energy`` one per window; a failed report counts a failure for
-    each result it carries (or, for a study item that failed before measuring, for its experiment)."""
+    each result it carries (or, for a study item that failed before measuring, for its experiment). Returns what the
+    report carried, read once for every consumer."""
     if not any(name == ITEM_PROPERTY for name, _ in report.user_properties):
-        return
+        return []
     carried = [
         ItemResult.model_validate_json(str(value)) for name, value in report.user_properties if name == RESULT_PROPERTY
     ]
@@ -328,3 +329,4 @@ def record_report(results: SessionResults, report: pytest.TestReport) -> None:
             item = json.loads(str(dict(report.user_properties)[ITEM_PROPERTY]))
             if "experiment_id" in item:
                 results.add_failure(item["study"], item["experiment_id"])
+    return carried

@@ -7,6 +7,8 @@ fixture alike, so both go through the same meters. Nothing heavy is imported unt
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +48,6 @@ class MeasurementSession:
         choice = resolve_choice(self.command_line_meter, config.energy.meter, self.ini_meter)
         if execution.isolation == "none":
             if execution.timeout_seconds is not None:
-                import warnings
-
                 warnings.warn(
                     f"timeout_seconds={execution.timeout_seconds:g} is ignored with isolation: none (it needs process)",
                     stacklevel=2,
@@ -56,8 +56,6 @@ class MeasurementSession:
             return run_experiment(
                 config, study_dir=study_dir, cache_dir=cache_dir, meter=meter, idle_baselines=self.idle_baselines
             )
-        import os
-
         from .backends import factory_path
         from .runner.child import ChildJob
         from .runner.isolation import run_in_child
@@ -67,7 +65,6 @@ class MeasurementSession:
             backend_path=factory_path(config.backend),
             meter_choice=choice,
             idle_baselines=self.idle_baselines,
-            stderr_path="",
             environ=dict(os.environ),
             study_dir=study_dir,
             cache_dir=cache_dir,

@@ -142,8 +142,8 @@ class _ReportListener:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record_report(self.config.stash[session_key], report)
-        runs.record(self.config.stash[runs.store_key], report)
+        carried = record_report(self.config.stash[session_key], report)
+        runs.record(self.config.stash[runs.store_key], report, carried)
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         runs.item_started(self.config.stash[runs.store_key], nodeid)
@@ -195,12 +195,7 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    store, results, measuring = config.stash[runs.store_key], config.stash[session_key], config.stash[measurement_key]
-    runs.close(store, results, measuring)
-    saved = runs.save_baseline(config, store, results, measuring)
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if saved and reporter is not None:
-        reporter.write_line(saved)
+    runs.finish(config, config.stash[session_key], config.stash[measurement_key])
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:

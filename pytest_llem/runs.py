@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from .errors import LlemError
-from .items import RESULT_PROPERTY, RESUMED_PROPERTY, ExperimentItem, InvalidConfigItem, store_key
+from .items import RESUMED_PROPERTY, ExperimentItem, InvalidConfigItem, store_key
 from .measurement import MeasurementSession
 from .results import baselines
 from .results.schema import ItemResult
@@ -18,6 +18,7 @@ from .results.store import RUN_ID, ItemEntry, RunStore
 __all__ = [
     "check_save_name",
     "close",
+    "finish",
     "interrupted",
     "item_started",
     "open_resumed",
@@ -96,12 +97,12 @@ def interrupted(store: RunStore | None) -> None:
         store.interrupted = True
 
 
-def record(store: RunStore | None, report: pytest.TestReport) -> None:
-    """An item's outcome (and result) into the manifest and results/, from its report."""
-    if store is None or nodeid_unknown(store, report.nodeid):
+def record(store: RunStore | None, report: pytest.TestReport, carried: list[ItemResult]) -> None:
+    """An item's outcome (and the result its report carried) into the manifest and results/."""
+    if store is None or report.nodeid not in store.items:
         return
     properties = dict(report.user_properties)
-    result = ItemResult.model_validate_json(str(properties[RESULT_PROPERTY])) if RESULT_PROPERTY in properties else None
+    result = carried[0] if carried else None
     if report.when == "call":
         status = "passed" if report.passed else "failed" if report.failed else "skipped"
         error = None if report.passed else _first_lines(report)
@@ -110,10 +111,6 @@ def record(store: RunStore | None, report: pytest.TestReport) -> None:
         store.finished(report.nodeid, "skipped" if report.skipped else "failed", error=_first_lines(report))
     elif report.when == "teardown" and report.failed:
         store.finished(report.nodeid, "failed", error=_first_lines(report), result=result)
-
-
-def nodeid_unknown(store: RunStore, nodeid: str) -> bool:
-    return nodeid not in store.items
 
 
 def _first_lines(report: pytest.TestReport, limit: int = 20) -> str:
@@ -152,6 +149,16 @@ def save_baseline(
     baseline = baselines.build(name, results, store.run_id if store else None, measuring.environment())
     path = baselines.save(baseline, runs_dir(config).parent / "baselines")
     return f"pytest-llem: baseline {name!r} saved to {path} ({len(baseline.experiments)} experiments)"
+
+
+def finish(config: pytest.Config, session: SessionResults, measuring: MeasurementSession) -> None:
+    """End of session: close the run folder, save the baseline asked for, and say where it went."""
+    store = config.stash[store_key]
+    close(store, session, measuring)
+    saved = save_baseline(config, store, session, measuring)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if saved and reporter is not None:
+        reporter.write_line(saved)
 
 
 def close(store: RunStore | None, session: SessionResults, measuring: MeasurementSession) -> None:

@@ -72,16 +72,18 @@ def _gpu_name(gpus: Any, index: int) -> str | None:
         return None
 
 
+def _describe(gpus: Any) -> list[GpuDevice]:
+    """Zeus's GPUs as GpuDevices: CUDA index, the driver's index, name, power limit."""
+    return [
+        GpuDevice(i, int(getattr(gpus.gpus[i], "gpu_index", i)), _gpu_name(gpus, i), _power_limit_w(gpus, i))
+        for i in range(len(gpus))
+    ]
+
+
 def visible_gpus() -> tuple[list[GpuDevice], str | None]:
     """Every GPU this process sees (whatever a meter measures), for the environment fingerprint; or why none."""
     gpus, problem = _find_gpus()
-    if gpus is None:
-        return [], problem
-    found = []
-    for i in range(len(gpus)):
-        physical = int(getattr(gpus.gpus[i], "gpu_index", i))
-        found.append(GpuDevice(i, physical, _gpu_name(gpus, i), _power_limit_w(gpus, i)))
-    return found, None
+    return (_describe(gpus), None) if gpus is not None else ([], problem)
 
 
 class ZeusMeter:
@@ -110,7 +112,7 @@ class ZeusMeter:
                     f"{asked}, but this process sees {visible} GPU(s); allowed: 0..{visible - 1}"
                 )
             return cls(None, (), None, f"{asked}, but {gpu_problem}")
-        visible_devices, _ = visible_gpus() if gpus is not None else ([], None)
+        visible_devices = _describe(gpus) if gpus is not None else []
         devices = [visible_devices[i] for i in selected]
         if not devices and cpus is None:
             reason = " and ".join(

@@ -26,7 +26,6 @@ class ChildJob:
     backend_path: str
     meter_choice: str
     idle_baselines: IdleBaselines
-    stderr_path: str
     environ: dict[str, str]
     study_dir: Path | None = None
     cache_dir: Path | None = None
@@ -55,12 +54,12 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def child_main(conn: Connection, job: ChildJob) -> None:
+def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
     """Entry point of the child. Sends exactly one dict: ``{"ok": True, "metrics": json, "idle": IdleBaselines}`` or
     ``{"ok": False, "message": ..., "where": ..., "traceback": ...}``; a crash sends nothing."""
     os.setsid()  # its own process group: the parent can kill it with everything it started
     _die_with_parent()
-    fd = os.open(job.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
     os.environ.clear()  # the forkserver's environment is from when it started; the item's is now

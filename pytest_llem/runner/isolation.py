@@ -53,12 +53,11 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _tail(path: Path) -> str:
+def _read(path: Path) -> str:
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        return path.read_text(errors="replace")
     except OSError:
         return ""
-    return "\n".join(lines[-STDERR_TAIL_LINES:])
 
 
 def _kill_group(pid: int) -> None:
@@ -75,16 +74,14 @@ def _kill(process: multiprocessing.process.BaseProcess) -> None:
     process.join(timeout=10)
 
 
-def run_in_child(job_without_stderr: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleBaselines]:
+def run_in_child(job: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleBaselines]:
     """Run the job in a child; its metrics and the idle baselines it may have refreshed, or a ChildFailure."""
     context = forkserver()
     with tempfile.TemporaryDirectory(prefix="llem-child-") as folder:
         stderr_path = Path(folder) / "stderr.txt"
-        job = job_without_stderr
-        job.stderr_path = str(stderr_path)
         receiver, sender = context.Pipe(duplex=False)
         # Not a daemon: daemons may not start processes, and Zeus (RAPL), vLLM engines and data loaders do.
-        process = context.Process(target=child_main, args=(sender, job), name="pytest-llem-item")
+        process = context.Process(target=child_main, args=(sender, job, str(stderr_path)), name="pytest-llem-item")
         process.start()
         sender.close()
         assert process.pid is not None
@@ -109,9 +106,9 @@ def run_in_child(job_without_stderr: ChildJob, timeout_s: float | None) -> tuple
         finally:
             _kill(process)  # its own leftovers (engine workers, ...) die with the item
             receiver.close()
-            stderr_tail = _tail(stderr_path)
-            if stderr_tail:
-                sys.stderr.write(stderr_path.read_text(errors="replace"))  # pytest shows it with the item's report
+            stderr_text = _read(stderr_path)
+            sys.stderr.write(stderr_text)  # pytest shows it with the item's report
+            stderr_tail = "\n".join(stderr_text.splitlines()[-STDERR_TAIL_LINES:])
     if outcome is not None and outcome["ok"]:
         return Metrics.model_validate_json(outcome["metrics"]), outcome["idle"]
     if outcome is not None:
