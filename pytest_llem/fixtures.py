@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from .errors import MeasurementWarningError
-from .items import ITEM_PROPERTY, RESULT_PROPERTY, measurement_key
+from .items import ITEM_PROPERTY, RESULT_PROPERTY, junit_properties, measurement_key
 from .measurement import MeasurementSession
 from .results.schema import EnergyMetrics, ItemResult, Metrics
 
@@ -79,7 +79,8 @@ class EnergyWindow:
 
 
 class LlemEnergy:
-    """Handed to a test as ``llem_energy``: ``measure(name)`` opens a window; names are unique within the test."""
+    """Handed to a test as ``llem_energy``: ``measure(name)`` opens a window; measuring the same name again (in a
+    loop) records another cycle of that window."""
 
     def __init__(self, session: MeasurementSession, study: str, test_name: str) -> None:
         self._session = session
@@ -90,8 +91,8 @@ class LlemEnergy:
 
     @contextmanager
     def measure(self, name: str) -> Iterator[EnergyWindow]:
-        if name in self._open or any(w.name == name for w in self.windows):
-            raise ValueError(f"llem_energy: a window named {name!r} already exists in this test; use distinct names")
+        if name in self._open:
+            raise ValueError(f"llem_energy: window {name!r} is already open; nested windows need distinct names")
         meter = self._session.meter_for()
         key = f"{self._study}::{self._test_name}::{name}"
         window = EnergyWindow(name)
@@ -123,7 +124,7 @@ class LlemEnergy:
                 study_design_hash="",
                 experiment_id=f"{self._test_name}::{window.name}",
                 config_hash="",
-                cycle=1,
+                cycle=cycle,
                 backend=None,
                 model=None,
                 config={},
@@ -132,8 +133,17 @@ class LlemEnergy:
                 started_at=window.started_at,
                 finished_at=window.finished_at,
             )
-            for window in self.windows
+            for window, cycle in zip(self.windows, self._cycles(), strict=True)
         ]
+
+    def _cycles(self) -> list[int]:
+        """A name measured again is another cycle of the same window (a loop of repetitions gives a CI and a gate)."""
+        seen: dict[str, int] = {}
+        window_cycles = []
+        for window in self.windows:
+            seen[window.name] = seen.get(window.name, 0) + 1
+            window_cycles.append(seen[window.name])
+        return window_cycles
 
 
 @pytest.fixture
@@ -151,3 +161,5 @@ def record_windows(item: pytest.Item) -> None:
     item.user_properties.append((ITEM_PROPERTY, "{}"))
     for result in recorder.results():
         item.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
+        window = result.experiment_id.rpartition("::")[2] + (f"[cycle{result.cycle}]" if result.cycle > 1 else "")
+        item.user_properties += junit_properties(result, prefix=f"{window}.")

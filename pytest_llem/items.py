@@ -33,6 +33,7 @@ RESUMED_PROPERTY = "llem_resumed"  # the item passed in the resumed run: its res
 session_key = pytest.StashKey[SessionResults]()
 store_key = pytest.StashKey[RunStore | None]()
 measurement_key = pytest.StashKey[MeasurementSession]()
+comparison_key = pytest.StashKey[Any]()  # gating.Comparison | None: set at configure, read by collection and gates
 # What the plugin runs when neither the command line, the study nor the ini says: LLenergyMeasure's CLI defaults,
 # with the interleaved order its design chose (it shipped shuffled).
 EFFECTIVE_EXECUTION_DEFAULTS: dict[str, Any] = {"n_cycles": 3, "cycle_order": "interleaved"}
@@ -151,7 +152,10 @@ class StudyFile(pytest.File):
             study.study_design_hash,
             execution.shuffle_seed,
         )
-        for experiment, cycle in number_cycles(sequence):
+        numbered = list(number_cycles(sequence))
+        last_cycle_at = {id(experiment): position for position, (experiment, _) in enumerate(numbered)}
+        comparing = self.config.stash.get(comparison_key, None) is not None
+        for position, (experiment, cycle) in enumerate(numbered):
             eid = id_of[id(experiment)]
             yield ExperimentItem.from_parent(
                 self,
@@ -162,6 +166,10 @@ class StudyFile(pytest.File):
                 study_design_hash=study.study_design_hash,
                 execution=execution,
             )
+            if comparing and last_cycle_at[id(experiment)] == position:  # the gate waits for every cycle
+                from .gating import study_gate  # gating builds on this module
+
+                yield study_gate(self, self.nodeid, eid, compute_config_hash(experiment), experiment.backend)
         for name, config in zip(invalid_names, skipped, strict=True):
             yield InvalidConfigItem.from_parent(
                 self, name=name, skipped=config, study_design_hash=study.study_design_hash
@@ -261,6 +269,7 @@ class ExperimentItem(pytest.Item):
         )
         # Results travel with the test report, so they reach the controller the same way under xdist.
         self.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
+        self.user_properties += junit_properties(result)
         measuring.enforce(metrics.measurement_warnings, f"{self.experiment_id} cycle {self.cycle}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
@@ -306,6 +315,16 @@ class InvalidConfigItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"invalid config {self.skipped.short_label}"
+
+
+JUNIT_METRICS = {"energy_j": "energy_j", "energy_per_output_token_j": "energy_per_output_token_j",
+                 "tokens_per_s": "tokens_per_s", "ttft_s": "ttft_s.mean"}  # fmt: skip
+
+
+def junit_properties(result: ItemResult, prefix: str = "") -> list[tuple[str, str]]:
+    """The headline figures as ``--junitxml`` properties; ``null`` where not measured (never 0)."""
+    values = {name: result.value(metric) for name, metric in JUNIT_METRICS.items()}
+    return [(prefix + name, "null" if value is None else repr(value)) for name, value in values.items()]
 
 
 def record_report(results: SessionResults, report: pytest.TestReport) -> list[ItemResult]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from . import runs
+from . import gating, outputs, runs
 from .config.models import CycleOrder, backend_names
 from .energy.meter import METER_CHOICES
 from .fixtures import llem_energy as llem_energy
@@ -16,6 +16,7 @@ from .fixtures import record_windows
 from .items import (
     StudyFile,
     check_execution_options,
+    comparison_key,
     is_study_file,
     measurement_key,
     measurement_session,
@@ -105,6 +106,65 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="save this run's per-experiment samples as baseline NAME (.llem/baselines/NAME.json)",
     )
     group.addoption(
+        "--llem-compare",
+        dest="llem_compare",
+        default=None,
+        metavar="NAME|PATH|latest",
+        help="compare with a saved baseline: one gate item per experiment, <experiment>[gate], fails on a regression",
+    )
+    group.addoption(
+        "--llem-fail",
+        dest="llem_fail",
+        action="append",
+        default=None,
+        metavar="METRIC:PCT",
+        help="regression threshold of the gate (repeatable), e.g. energy_per_output_token_j:5%% or tokens_per_s:5%%; "
+        "a bare PCT gates energy per token where energy was measured, else tokens/s (default 5%%)",
+    )
+    group.addoption(
+        "--llem-alpha",
+        dest="llem_alpha",
+        default=None,
+        metavar="A",
+        help="significance level of the gate's Welch t-test (default 0.05)",
+    )
+    group.addoption(
+        "--llem-compare-any-hardware",
+        dest="llem_compare_any_hardware",
+        action="store_true",
+        default=False,
+        help="compare with a baseline measured on other GPUs / driver / power limits / CPU",
+    )
+    group.addoption(
+        "--llem-json",
+        dest="llem_json",
+        default=None,
+        metavar="PATH",
+        help="write the session's summary, verdicts and every result as JSON",
+    )
+    group.addoption(
+        "--llem-csv",
+        dest="llem_csv",
+        default=None,
+        metavar="PATH",
+        help="write one CSV row per experiment and one per item",
+    )
+    group.addoption(
+        "--llem-markdown",
+        dest="llem_markdown",
+        default=None,
+        metavar="PATH",
+        help="append a markdown summary (also appended to $GITHUB_STEP_SUMMARY when that is set)",
+    )
+    group.addoption(
+        "--llem-plots",
+        dest="llem_plots",
+        default=None,
+        metavar="DIR",
+        help="write PNG plots (each metric against each swept parameter; energy per token against latency, Pareto "
+        "front marked); needs pytest-llem[plots]",
+    )
+    group.addoption(
         "--llem-meter",
         dest="llem_meter",
         default=None,
@@ -125,6 +185,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llem_results_dir", "where run folders go (default .llem under the rootdir)")
     parser.addini("llem_isolation", "default isolation of items: process or none")
     parser.addini("llem_timeout", "default per-item timeout in seconds (isolation: process)")
+    parser.addini("llem_fail", "regression thresholds of the gate, one METRIC:PCT per line", type="linelist")
+    parser.addini("llem_alpha", "significance level of the gate (default 0.05)")
     parser.addini(
         "llem_meter", "default energy meter when neither the command line nor the study says: auto, zeus, none"
     )
@@ -143,6 +205,7 @@ class _ReportListener:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         carried = record_report(self.config.stash[session_key], report)
+        gating.record_verdicts(self.config.stash[session_key], report)
         runs.record(self.config.stash[runs.store_key], report, carried)
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
@@ -166,6 +229,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[measurement_key] = measurement_session(config)
     config.stash[runs.store_key] = runs.open_resumed(config)
     runs.check_save_name(config)
+    outputs.check_plots_available(config)
+    config.stash[comparison_key] = gating.open_comparison(
+        config, config.stash[measurement_key], runs.baselines_dir(config)
+    )
+    config.stash[session_key].baseline_name = gating.baseline_name(config)
     config.pluginmanager.register(_ReportListener(config), "llem-report-listener")
     for backend in backend_names():
         config.addinivalue_line("markers", f"{backend}: a pytest-llem item that runs on the {backend} backend")
@@ -185,6 +253,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> StudyFile 
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: gates are selected like the tests they follow
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gating.add_fixture_gates(config, items)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     runs.register_items(session.config, session.items)
 
@@ -196,6 +269,7 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     runs.finish(config, config.stash[session_key], config.stash[measurement_key])
+    outputs.write_reports(config, config.stash[session_key], config.stash[runs.store_key])
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:

@@ -36,6 +36,10 @@ def runs_dir(config: pytest.Config) -> Path:
     return (path if path.is_absolute() else config.rootpath / path) / "runs"
 
 
+def baselines_dir(config: pytest.Config) -> Path:
+    return runs_dir(config).parent / "baselines"
+
+
 def _writes_runs(config: pytest.Config) -> bool:
     """Only a session that runs items writes a run folder: not xdist workers, --collect-only, --setup-plan/-only."""
     option = config.option
@@ -147,7 +151,7 @@ def save_baseline(
     if not results:
         return f"pytest-llem: nothing passed, so no baseline {name!r} was saved"
     baseline = baselines.build(name, results, store.run_id if store else None, measuring.environment())
-    path = baselines.save(baseline, runs_dir(config).parent / "baselines")
+    path = baselines.save(baseline, baselines_dir(config))
     return f"pytest-llem: baseline {name!r} saved to {path} ({len(baseline.experiments)} experiments)"
 
 
@@ -156,9 +160,8 @@ def finish(config: pytest.Config, session: SessionResults, measuring: Measuremen
     store = config.stash[store_key]
     close(store, session, measuring)
     saved = save_baseline(config, store, session, measuring)
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if saved and reporter is not None:
-        reporter.write_line(saved)
+    if saved:
+        session.notes.append(saved)
 
 
 def close(store: RunStore | None, session: SessionResults, measuring: MeasurementSession) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from ..results.gate import Verdict
 from ..results.session import ExperimentSummary, SessionResults, StudyOverview
 from ..results.stats import Summary
 
@@ -54,9 +55,34 @@ COLUMNS: list[tuple[str, Callable[[ExperimentSummary], str]]] = [
 ]
 
 
-def render_rows(rows: list[ExperimentSummary]) -> list[str]:
-    cells = [[name for name, _ in COLUMNS]] + [[render(row) for _, render in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+Column = tuple[str, Callable[[ExperimentSummary], str]]
+
+
+def verdict_columns(study: str, session: SessionResults) -> list[Column]:
+    """When comparing: the change and the verdict of every gated metric ("-": the gate did not judge this row)."""
+    if session.baseline_name is None:
+        return []
+
+    def verdicts(row: ExperimentSummary) -> list[Verdict]:
+        return session.verdicts.get((study, row.experiment_id), [])
+
+    def change(row: ExperimentSummary) -> str:
+        found = verdicts(row)
+        return " / ".join("-" if v.change_pct is None else f"{v.change_pct:+.1f}%" for v in found) or "-"
+
+    def outcome(row: ExperimentSummary) -> str:
+        return " / ".join(v.outcome for v in verdicts(row)) or "-"
+
+    return [(f"vs {session.baseline_name}", change), ("verdict", outcome)]
+
+
+def columns_for(study: str, session: SessionResults) -> list[Column]:
+    return COLUMNS + verdict_columns(study, session)
+
+
+def render_rows(rows: list[ExperimentSummary], columns: list[Column] = COLUMNS) -> list[str]:
+    cells = [[name for name, _ in columns]] + [[render(row) for _, render in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
 
     def line(values: list[str]) -> str:
         first = values[0].ljust(widths[0])
@@ -68,7 +94,7 @@ def render_rows(rows: list[ExperimentSummary]) -> list[str]:
 def render_study(overview: StudyOverview, session: SessionResults) -> list[str]:
     lines = [overview.header_line() + f", order {overview.cycle_order}"]
     rows = session.summarise(overview.path)
-    lines += render_rows(rows) if rows else ["(no experiment ran)"]
+    lines += render_rows(rows, columns_for(overview.path, session)) if rows else ["(no experiment ran)"]
     if overview.skipped:
         lines.append(f"skipped configs ({len(overview.skipped)}):")
         lines += [f"  {label}: {reason}" for label, reason in overview.skipped]
@@ -77,7 +103,7 @@ def render_study(overview: StudyOverview, session: SessionResults) -> list[str]:
 
 def render_fixture_group(study: str, session: SessionResults) -> list[str]:
     rows = session.summarise(study)
-    return [f"{study}: llem_energy windows", *render_rows(rows)]
+    return [f"{study}: llem_energy windows", *render_rows(rows, columns_for(study, session))]
 
 
 def render_footer(session: SessionResults) -> list[str]:
@@ -95,10 +121,13 @@ def render_session(session: SessionResults) -> list[str]:
     sections = [render_study(overview, session) for overview in session.studies.values()]
     sections += [render_fixture_group(study, session) for study in session.fixture_groups()]
     lines: list[str] = []
+    if session.baseline_name is not None:
+        lines.append(f"compared with baseline {session.baseline_name!r}: verdicts per gated metric (gate items)")
     for section in sections:
         if lines:
             lines.append("")
         lines += section
     if session.results:
         lines += ["", *render_footer(session)]
+    lines += session.notes
     return lines

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import LlemError
 from .environment import Environment
-from .schema import ItemResult, Metrics
+from .schema import ItemResult, Metrics, metric_value
 from .store import write_json
 
 NAME = re.compile(r"^[\w.+-]+$")
@@ -37,15 +37,8 @@ class BaselineExperiment(BaseModel):
 
     def samples(self, metric: str) -> list[float]:
         """The metric's value in every cycle that measured it (``ttft_s.mean`` reaches into latencies)."""
-        values = []
-        for metrics in self.cycles:
-            head, _, tail = metric.partition(".")
-            raw = getattr(metrics, head, None)
-            if tail and raw is not None:
-                raw = getattr(raw, tail, None)
-            if isinstance(raw, int | float):
-                values.append(float(raw))
-        return values
+        values = [metric_value(metrics, metric) for metrics in self.cycles]
+        return [v for v in values if v is not None]
 
 
 class Baseline(BaseModel):
@@ -105,3 +98,24 @@ def load(reference: str, baselines_dir: Path) -> Baseline:
         return Baseline.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, ValidationError) as exc:
         raise BaselineError(f"{path} is not a readable baseline: {exc}") from None
+
+
+def hardware(environment: Environment) -> str:
+    """What makes energy figures comparable: the GPUs (name, power limit) and their driver, or the CPU without GPUs."""
+    if environment.gpus:
+        gpus = ", ".join(
+            f"{g.name or 'unknown GPU'}" + (f" ({g.power_limit_w:g} W limit)" if g.power_limit_w else "")
+            for g in environment.gpus
+        )
+        return f"{gpus}, driver {environment.gpu_driver or 'unknown'}"
+    return f"{environment.cpu_model or 'unknown CPU'} (no GPU)"
+
+
+def hardware_difference(baseline: Baseline, current: Environment) -> str | None:
+    """Why this baseline's figures are not comparable with this machine's, or None when the hardware matches."""
+    if baseline.environment is None:
+        return None
+    before, now = hardware(baseline.environment), hardware(current)
+    if before == now:
+        return None
+    return f"baseline {baseline.name!r} was measured on {before}; this run is on {now}"

@@ -10,11 +10,15 @@ the good direction; **inconclusive** when beyond the threshold but not significa
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from .stats import Summary
 
 # +1: a higher value is worse (energy, latency); -1: a lower value is worse (throughput).
 DIRECTION: dict[str, int] = {
@@ -32,6 +36,48 @@ DIRECTION: dict[str, int] = {
 }
 DEFAULT_ALPHA = 0.05
 POWER = 0.8
+DEFAULT_METRIC = "energy_per_output_token_j"
+FALLBACK_METRIC = "tokens_per_s"  # when neither side measured energy
+OUTCOMES = ("regressed", "inconclusive", "improved", "unchanged")  # worst first
+UNITS = {"energy_per_output_token_j": "J/tok", "energy_j": "J", "energy_adjusted_j": "J", "mean_power_w": "W",
+         "tokens_per_s": "tok/s", "peak_memory_mb": "MB"}  # fmt: skip
+
+
+class ThresholdError(ValueError):
+    """A --llem-fail / llem_fail value that cannot be read."""
+
+
+def parse_alpha(text: str | float) -> float:
+    """A significance level: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise ThresholdError(f"the significance level must be between 0 and 1 (e.g. 0.05), not {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """``METRIC:PCT`` of --llem-fail; ``metric`` None is the default metric (energy per token, else tokens/s)."""
+
+    metric: str | None
+    pct: float
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        metric, _, pct = text.strip().rpartition(":")
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%?\s*", pct)
+        if not match:
+            raise ThresholdError(f"{text!r}: write METRIC:PCT (e.g. energy_per_output_token_j:5%) or PCT (5%)")
+        metric = metric.strip()
+        if metric and metric not in DIRECTION:
+            raise ThresholdError(f"{text!r}: unknown metric {metric!r}; known: {', '.join(sorted(DIRECTION))}")
+        return cls(metric or None, float(match.group(1)))
+
+    def label(self) -> str:
+        return f"{self.metric or 'default metric'}:{self.pct:g}%"
 
 
 @dataclass(frozen=True)
@@ -44,6 +90,91 @@ class Verdict:
     p_value: float | None
     min_detectable_pct: float | None  # the smallest change detectable here at POWER and alpha
     reason: str
+    threshold_pct: float = 0.0
+    baseline_ci: float | None = None  # half width of the 95% CI of the mean
+    current_ci: float | None = None
+    baseline_n: int = 0
+    current_n: int = 0
+
+    def describe(self) -> str:
+        """One line a person reads: the change, both means with their CIs, the test and what it could detect."""
+        unit = UNITS.get(self.metric, "s" if self.metric.endswith("_s") or "_s." in self.metric else "")
+        figures = []
+        if self.change_pct is not None:
+            figures.append(f"{self.change_pct:+.1f}%")
+        if self.baseline_mean is not None and self.current_mean is not None:
+            figures.append(
+                f"baseline {_with_ci(self.baseline_mean, self.baseline_ci)} {unit} (n={self.baseline_n}) -> "
+                f"now {_with_ci(self.current_mean, self.current_ci)} {unit} (n={self.current_n})"
+            )
+        if self.p_value is not None:
+            figures.append(f"p = {self.p_value:.3g}")
+        if self.min_detectable_pct is not None:
+            figures.append(f"detectable change at this n and noise: {self.min_detectable_pct:.1f}%")
+        return f"{self.metric}: {self.outcome} ({self.reason})" + (": " + "; ".join(figures) if figures else "")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "metric": self.metric,
+            "outcome": self.outcome,
+            "threshold_pct": self.threshold_pct,
+            "change_pct": self.change_pct,
+            "p_value": self.p_value,
+            "min_detectable_pct": self.min_detectable_pct,
+            "baseline": {"mean": self.baseline_mean, "ci95_half_width": self.baseline_ci, "n": self.baseline_n},
+            "current": {"mean": self.current_mean, "ci95_half_width": self.current_ci, "n": self.current_n},
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Verdict:
+        base, now = data["baseline"], data["current"]
+        assert isinstance(base, dict) and isinstance(now, dict)
+        return cls(
+            metric=str(data["metric"]),
+            outcome=str(data["outcome"]),
+            baseline_mean=base["mean"],
+            current_mean=now["mean"],
+            change_pct=data["change_pct"],  # type: ignore[arg-type]
+            p_value=data["p_value"],  # type: ignore[arg-type]
+            min_detectable_pct=data["min_detectable_pct"],  # type: ignore[arg-type]
+            reason=str(data["reason"]),
+            threshold_pct=float(data["threshold_pct"]),  # type: ignore[arg-type]
+            baseline_ci=base["ci95_half_width"],
+            current_ci=now["ci95_half_width"],
+            baseline_n=int(base["n"]),
+            current_n=int(now["n"]),
+        )
+
+
+def _with_ci(mean: float, half_width: float | None) -> str:
+    digits = max(0, min(6, 2 - math.floor(math.log10(abs(mean))))) if mean else 1
+    return f"{mean:.{digits}f}" + (f" ± {half_width:.{digits}f}" if half_width is not None else "")
+
+
+def worst(verdicts: Sequence[Verdict]) -> str | None:
+    """The outcome that decides: regressed beats inconclusive beats improved beats unchanged."""
+    outcomes = {v.outcome for v in verdicts}
+    return next((o for o in OUTCOMES if o in outcomes), None)
+
+
+def judge(
+    baseline: Callable[[str], list[float]],
+    current: Callable[[str], list[float]],
+    thresholds: Sequence[Threshold],
+    alpha: float = DEFAULT_ALPHA,
+) -> list[Verdict]:
+    """Every threshold's verdict for one experiment; ``baseline`` / ``current`` give a metric's samples by name.
+    The default metric is energy per output token when either side measured energy (a side that lost its meter is
+    then inconclusive, not silently judged on speed), otherwise tokens/s."""
+    verdicts = []
+    for threshold in thresholds:
+        metric = threshold.metric
+        if metric is None:
+            measured = baseline(DEFAULT_METRIC) or current(DEFAULT_METRIC)
+            metric = DEFAULT_METRIC if measured else FALLBACK_METRIC
+        verdicts.append(compare(metric, baseline(metric), current(metric), threshold.pct, alpha))
+    return verdicts
 
 
 def _positive(values: Sequence[float]) -> list[float]:
@@ -58,6 +189,25 @@ def compare(
     alpha: float = DEFAULT_ALPHA,
 ) -> Verdict:
     """The verdict for one metric of one experiment, from the cycles of the baseline and of this run."""
+    verdict = _compare(metric, baseline, current, threshold_pct, alpha)
+    old, new = Summary.of(_positive(baseline)), Summary.of(_positive(current))
+    return dataclasses.replace(
+        verdict,
+        threshold_pct=threshold_pct,
+        baseline_ci=old.half_width,
+        current_ci=new.half_width,
+        baseline_n=old.n,
+        current_n=new.n,
+    )
+
+
+def _compare(
+    metric: str,
+    baseline: Sequence[float],
+    current: Sequence[float],
+    threshold_pct: float,
+    alpha: float = DEFAULT_ALPHA,
+) -> Verdict:
     if metric not in DIRECTION:
         raise ValueError(f"no known direction for {metric!r}; known: {', '.join(sorted(DIRECTION))}")
     direction = DIRECTION[metric]

@@ -122,9 +122,13 @@ class ItemResult(BaseModel):
     finished_at: float
 
     def value(self, metric: str) -> float | None:
-        """A number of ``metrics`` by name: a top-level field (``tokens_per_s``) or a latency's (``ttft_s.mean``)."""
-        head, _, tail = metric.partition(".")
-        raw = getattr(self.metrics, head)
-        if tail:
-            raw = getattr(raw, tail) if raw is not None else None
-        return float(raw) if raw is not None else None
+        return metric_value(self.metrics, metric)
+
+
+def metric_value(metrics: Metrics, metric: str) -> float | None:
+    """A number of ``metrics`` by name: a top-level field (``tokens_per_s``) or a latency's (``ttft_s.mean``)."""
+    head, _, tail = metric.partition(".")
+    raw = getattr(metrics, head)
+    if tail:
+        raw = getattr(raw, tail) if raw is not None else None
+    return float(raw) if isinstance(raw, int | float) else None

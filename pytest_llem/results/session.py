@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .environment import Environment
+from .gate import Verdict
 from .schema import ItemResult
 from .stats import Summary
 
@@ -57,12 +58,18 @@ class SessionResults:
     results: list[ItemResult] = field(default_factory=list)  # passed items: the statistics use these only
     failures: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     failed_results: list[ItemResult] = field(default_factory=list)  # measured, then failed (an assert, --llem-strict)
+    verdicts: dict[tuple[str, str], list[Verdict]] = field(default_factory=dict)  # (study, experiment id) → gate's
+    baseline_name: str | None = None  # the baseline compared with, when comparing
+    notes: list[str] = field(default_factory=list)  # end-of-session lines for the summary (where a baseline went)
 
     def add_study(self, overview: StudyOverview) -> None:
         self.studies[overview.path] = overview
 
     def add_result(self, result: ItemResult) -> None:
         self.results.append(result)
+
+    def add_verdicts(self, study: str, experiment_id: str, verdicts: list[Verdict]) -> None:
+        self.verdicts[(study, experiment_id)] = verdicts
 
     def add_failure(self, study: str, experiment_id: str, measured: ItemResult | None = None) -> None:
         self.failures[(study, experiment_id)] += 1

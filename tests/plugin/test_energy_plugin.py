@@ -148,9 +148,10 @@ def test_pipeline(llem_energy):
             m.energy_j
         time.sleep(0.4)
     m.output_tokens = 20
-    with pytest.raises(ValueError, match="'decode' already exists in this test"):
-        with llem_energy.measure("decode"):
-            pass
+    with llem_energy.measure("nested"):
+        with pytest.raises(ValueError, match="window 'nested' is already open"):
+            with llem_energy.measure("nested"):
+                pass
     assert m.duration_s >= 0.4
     if EXPECT_ENERGY:
         assert m.energy_j == pytest.approx(150.0 * m.duration_s, rel=0.01)
@@ -172,7 +173,7 @@ def test_the_fixture_measures_plain_tests_into_the_same_results_and_table(
     pytester.makepyfile(test_fx=f"EXPECT_ENERGY = {gpus is not None}\n" + FIXTURE_TEST)
     result = pytester.runpytest("--junitxml=out.xml")
     result.assert_outcomes(passed=1)
-    prefill, decode = results(pytester)
+    prefill, decode, _nested = results(pytester)
     assert (prefill["kind"], prefill["study"]) == ("fixture", "test_fx.py")
     assert prefill["experiment_id"] == "test_pipeline::prefill"
     assert decode["experiment_id"] == "test_pipeline::decode" and decode["metrics"]["output_tokens"] == 20

@@ -1,0 +1,208 @@
+"""The regression gate seen from pytest: ``--llem-compare`` loads a baseline at start, and one gate item per compared
+experiment (``<experiment-id>[gate]``, after that experiment's cycles; ``<test>[gate]`` after a test that measured
+``llem_energy`` windows) turns the verdicts into a test outcome. The statistics live in ``results/gate.py``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import LlemError
+from .items import comparison_key, session_key
+from .measurement import MeasurementSession
+from .results import baselines
+from .results.gate import DEFAULT_ALPHA, Threshold, ThresholdError, Verdict, judge, parse_alpha, worst
+from .results.schema import ItemResult
+from .results.session import SessionResults
+
+GATE_PROPERTY = "llem_gate"
+DEFAULT_THRESHOLD = Threshold(None, 5.0)
+
+
+class GateFailure(LlemError):
+    """A regression beyond the threshold and beyond noise (or, under --llem-strict, a verdict that could not say)."""
+
+
+class GateWarning(UserWarning):
+    """A change beyond the threshold that the cycles could not tell from noise: the gate passes, and says so."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: baselines.Baseline
+    thresholds: tuple[Threshold, ...]
+    alpha: float
+    strict: bool
+
+
+def thresholds(config: pytest.Config) -> tuple[Threshold, ...]:
+    """--llem-fail (repeatable) beats the ini's llem_fail lines; neither: 5% on the default metric."""
+    given = config.getoption("llem_fail") or []
+    source = "--llem-fail"
+    if not given:
+        given, source = config.getini("llem_fail") or [], "llem_fail (ini)"
+    try:
+        return tuple(Threshold.parse(text) for text in given) or (DEFAULT_THRESHOLD,)
+    except ThresholdError as exc:
+        raise pytest.UsageError(f"pytest-llem: {source}: {exc}") from None
+
+
+def alpha(config: pytest.Config) -> float:
+    raw = config.getoption("llem_alpha")
+    source = "--llem-alpha"
+    if raw is None:
+        raw, source = config.getini("llem_alpha") or DEFAULT_ALPHA, "llem_alpha (ini)"
+    try:
+        return parse_alpha(raw)
+    except ThresholdError as exc:
+        raise pytest.UsageError(f"pytest-llem: {source}: {exc}") from None
+
+
+def open_comparison(config: pytest.Config, measuring: MeasurementSession, baselines_dir: Path) -> Comparison | None:
+    """The baseline --llem-compare names, checked at start: unknown, unreadable or from other hardware is refused
+    before anything runs (unless --llem-compare-any-hardware)."""
+    reference = config.getoption("llem_compare")
+    chosen_thresholds, chosen_alpha = thresholds(config), alpha(config)
+    if reference is None:
+        if config.getoption("llem_fail"):
+            raise pytest.UsageError("pytest-llem: --llem-fail needs --llem-compare=NAME|PATH|latest")
+        return None
+    try:
+        baseline = baselines.load(reference, baselines_dir)
+    except LlemError as exc:
+        raise pytest.UsageError(f"pytest-llem: --llem-compare: {exc}") from None
+    if not config.getoption("llem_compare_any_hardware"):
+        difference = baselines.hardware_difference(baseline, measuring.environment())
+        if difference:
+            raise pytest.UsageError(
+                f"pytest-llem: --llem-compare: {difference}; energy from other hardware is not comparable "
+                "(--llem-compare-any-hardware compares anyway)"
+            )
+    return Comparison(baseline, chosen_thresholds, chosen_alpha, measuring.strict)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which passed results a gate judges: a study experiment's cycles (by config hash), or a test's windows."""
+
+    study: str
+    config_hash: str | None = None
+    window_prefix: str | None = None  # "<test>::" of a test's llem_energy windows
+
+    def __call__(self, result: ItemResult) -> bool:
+        if result.study != self.study:
+            return False
+        if self.window_prefix is not None:
+            return result.kind == "fixture" and result.experiment_id.startswith(self.window_prefix)
+        return result.kind == "study" and result.config_hash == self.config_hash
+
+
+def baseline_name(config: pytest.Config) -> str | None:
+    comparison = config.stash.get(comparison_key, None)
+    return comparison.baseline.name if comparison is not None else None
+
+
+class GateItem(pytest.Item):
+    """The verdicts of one experiment (or of one test's ``llem_energy`` windows) against the baseline."""
+
+    def __init__(self, *, study: str, select: Selection, describe: str, backend: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.study = study
+        self.select = select  # which of this session's passed results this gate judges
+        self.describe = describe
+        if backend is not None:  # `-k vllm` keeps the gates of the vLLM experiments
+            self.extra_keyword_matches.add(backend)
+            self.add_marker(backend)
+
+    def runtest(self) -> None:
+        comparison: Comparison = self.config.stash[comparison_key]  # gate items exist only when comparing
+        groups: dict[str, list[ItemResult]] = defaultdict(list)
+        for result in self.config.stash[session_key].results:
+            if self.select(result):
+                groups[result.experiment_id].append(result)
+        if not groups:
+            pytest.skip(f"no cycle of {self.describe} passed in this run: nothing to compare")
+        judged: dict[str, list[Verdict]] = {}
+        for experiment_id, results in groups.items():
+            previous = comparison.baseline.experiments.get(baselines.identity(results[0]))
+            if previous is None:
+                continue
+            verdicts = judge(previous.samples, _samples_of(results), comparison.thresholds, comparison.alpha)
+            judged[experiment_id] = verdicts
+            record = {"study": self.study, "experiment_id": experiment_id, "verdicts": [v.as_dict() for v in verdicts]}
+            self.user_properties.append((GATE_PROPERTY, json.dumps(record)))
+        if not judged:
+            pytest.skip(f"baseline {comparison.baseline.name!r} has no {self.describe} (same config hash)")
+        text = "\n".join(
+            f"{experiment_id}: {v.describe()}" for experiment_id, verdicts in judged.items() for v in verdicts
+        )
+        outcome = worst([v for verdicts in judged.values() for v in verdicts])
+        versus = f"against baseline {comparison.baseline.name!r}"
+        if outcome == "regressed":
+            raise GateFailure(f"{self.describe} regressed {versus}:\n{text}")
+        if outcome == "inconclusive":
+            if comparison.strict:
+                raise GateFailure(f"{self.describe}: inconclusive {versus} (--llem-strict):\n{text}")
+            warnings.warn(GateWarning(f"{self.describe}: inconclusive {versus}:\n{text}"), stacklevel=1)
+        self.add_report_section("call", "llem gate", text)  # the verdicts of a passing gate, shown by -rP
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, LlemError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"gate of {self.describe}"
+
+
+def _samples_of(results: list[ItemResult]) -> Callable[[str], list[float]]:
+    return lambda metric: [v for r in results if (v := r.value(metric)) is not None]
+
+
+def study_gate(parent: pytest.Collector, study: str, experiment_id: str, config_hash: str, backend: str) -> GateItem:
+    return GateItem.from_parent(
+        parent,
+        name=f"{experiment_id}[gate]",
+        study=study,
+        select=Selection(study, config_hash=config_hash),
+        describe=f"experiment {experiment_id}",
+        backend=backend,
+    )
+
+
+def add_fixture_gates(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A gate after every collected test that uses ``llem_energy`` (its windows are only named when it runs)."""
+    if config.stash.get(comparison_key, None) is None:
+        return
+    gated: list[pytest.Item] = []
+    for item in items:
+        gated.append(item)
+        if isinstance(item, pytest.Function) and "llem_energy" in item.fixturenames and item.parent is not None:
+            study, _, test_name = item.nodeid.partition("::")
+            gated.append(
+                GateItem.from_parent(
+                    item.parent,
+                    name=f"{item.name}[gate]",
+                    study=study,
+                    select=Selection(study, window_prefix=f"{test_name}::"),
+                    describe=f"the llem_energy windows of {test_name}",
+                    backend=None,
+                )
+            )
+    items[:] = gated
+
+
+def record_verdicts(session: SessionResults, report: pytest.TestReport) -> None:
+    """A gate's verdicts out of its report (so they reach the controller under xdist), for the table and reports."""
+    for name, value in report.user_properties:
+        if name == GATE_PROPERTY:
+            record = json.loads(str(value))
+            verdicts = [Verdict.from_dict(v) for v in record["verdicts"]]
+            session.add_verdicts(record["study"], record["experiment_id"], verdicts)

@@ -1,0 +1,121 @@
+"""Reports other tools read: JSON (summary, verdicts, every result), CSV (one row per experiment and one per item) and
+a markdown summary for pull requests and ``$GITHUB_STEP_SUMMARY``. Unmeasured figures stay empty / null."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from ..results.gate import worst
+from ..results.schema import SCHEMA_VERSION, ItemResult
+from ..results.session import SUMMARY_METRICS, SessionResults
+from .table import columns_for
+
+
+def _studies(session: SessionResults) -> list[str]:
+    return [*session.studies, *session.fixture_groups()]
+
+
+def json_document(session: SessionResults, run_id: str | None) -> dict[str, Any]:
+    verdicts = [
+        {"study": study, "experiment_id": experiment_id, "verdicts": [v.as_dict() for v in found]}
+        for (study, experiment_id), found in session.verdicts.items()
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "baseline": session.baseline_name,
+        "summary": session.summary_document(),
+        "verdicts": verdicts,
+        "results": [r.model_dump(mode="json") for r in [*session.results, *session.failed_results]],
+        "environments": [env.model_dump(mode="json") for env in session.environments()],
+    }
+
+
+CSV_IDENTITY = ("level", "study", "experiment_id", "cycle", "status", "backend", "model", "config_hash", "cycles")
+CSV_GATE = ("verdict", "verdicts")
+
+
+def _csv_columns() -> list[str]:
+    columns = list(CSV_IDENTITY)
+    for metric in SUMMARY_METRICS:
+        columns += [metric, f"{metric}.ci95_low", f"{metric}.ci95_high"]
+    return [*columns, "energy_source", "energy_unavailable_reason", *CSV_GATE]
+
+
+def _item_row(result: ItemResult, status: str) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "level": "item",
+        "study": result.study,
+        "experiment_id": result.experiment_id,
+        "cycle": result.cycle,
+        "status": status,
+        "backend": result.backend,
+        "model": result.model,
+        "config_hash": result.config_hash,
+        "energy_source": result.metrics.energy_source,
+        "energy_unavailable_reason": result.metrics.energy_unavailable_reason,
+    }
+    row.update({metric: result.value(metric) for metric in SUMMARY_METRICS})
+    return row
+
+
+def csv_text(session: SessionResults) -> str:
+    """Experiment rows (mean and 95% CI per metric, the gate's verdict) followed by item rows (one per cycle)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_csv_columns(), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for study in _studies(session):
+        for summary in session.summarise(study):
+            verdicts = session.verdicts.get((study, summary.experiment_id), [])
+            row: dict[str, Any] = {
+                "level": "experiment",
+                "study": study,
+                "experiment_id": summary.experiment_id,
+                "cycles": summary.cycles_passed,
+                "status": f"{summary.cycles_failed} failed" if summary.cycles_failed else "passed",
+                "verdict": worst(verdicts),
+                "verdicts": "; ".join(
+                    f"{v.metric} {v.outcome} {v.change_pct:+.2f}%" if v.change_pct is not None else v.outcome
+                    for v in verdicts
+                ),
+            }
+            for metric, stats in summary.metrics.items():
+                row[metric] = stats.mean
+                if stats.ci95 is not None:
+                    row[f"{metric}.ci95_low"], row[f"{metric}.ci95_high"] = stats.ci95
+            writer.writerow(row)
+    for result in session.results:
+        writer.writerow(_item_row(result, "passed"))
+    for result in session.failed_results:
+        writer.writerow(_item_row(result, "failed"))
+    return out.getvalue()
+
+
+def markdown_text(session: SessionResults, run_id: str | None) -> str:
+    """The terminal summary as GitHub-flavoured markdown tables, regressions listed first."""
+    lines = ["## pytest-llem" + (f" run {run_id}" if run_id else "")]
+    regressions = [
+        f"- **{experiment_id}** ({study}): {v.describe()}"
+        for (study, experiment_id), found in session.verdicts.items()
+        for v in found
+        if v.outcome == "regressed"
+    ]
+    if session.baseline_name is not None:
+        lines.append(f"\nCompared with baseline `{session.baseline_name}`: {len(regressions)} regression(s).")
+        lines += regressions
+    for study in _studies(session):
+        rows = session.summarise(study)
+        if not rows:
+            continue
+        columns = columns_for(study, session)
+        overview = session.studies.get(study)
+        lines += ["", f"### {overview.header_line() if overview else study + ': llem_energy windows'}", ""]
+        lines.append("| " + " | ".join(name for name, _ in columns) + " |")
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
+        lines += ["| " + " | ".join(render(row).replace("|", "\\|") for _, render in columns) + " |" for row in rows]
+    sources = session.energy_sources()
+    if sources:
+        lines += ["", *[f"- energy: {source} ({count} results)" for source, count in sources.items()]]
+    return "\n".join(lines) + "\n"

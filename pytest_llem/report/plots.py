@@ -1,0 +1,392 @@
+"""PNG plots of results: per study, each metric against each swept setting, and energy per token against latency
+with its Pareto front; per test file, one bar chart of its ``llem_energy`` windows per energy metric.
+
+matplotlib is an optional extra (``pytest-llem[plots]``) and is imported only while plotting, through
+``Figure`` + ``FigureCanvasAgg`` rather than pyplot, so no global backend or figure state is touched.
+A metric that nothing measured is never drawn (no plots of zeros)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import textwrap
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from ..errors import LlemError
+from ..results.schema import ItemResult
+from ..results.stats import Summary
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+PLOT_METRICS = (
+    "energy_per_output_token_j",
+    "energy_j",
+    "tokens_per_s",
+    "ttft_s.mean",
+    "itl_s.p50",
+    "mean_power_w",
+    "peak_memory_mb",
+)
+WINDOW_METRICS = ("energy_j", "energy_per_output_token_j")
+ENERGY_PER_TOKEN = "energy_per_output_token_j"
+# Pareto x axis, best first: the first one any experiment of the study measured.
+LATENCY_METRICS = ("ttft_s.mean", "itl_s.p50", "duration_s")
+AXIS_LABELS = {
+    "energy_per_output_token_j": "energy per output token (J/tok)",
+    "energy_j": "energy (J)",
+    "tokens_per_s": "throughput (tok/s)",
+    "ttft_s.mean": "mean time to first token (s)",
+    "itl_s.p50": "median inter-token latency (s)",
+    "mean_power_w": "mean power (W)",
+    "peak_memory_mb": "peak memory (MB)",
+    "duration_s": "duration of the window (s)",
+}
+INSTALL_HINT = "plots need matplotlib: pip install 'pytest-llem[plots]'"
+MAX_LABELLED_TICKS = 12
+
+Scalar = str | int | float | bool | None
+
+
+class PlotsUnavailable(LlemError):
+    """matplotlib is not installed; plots are the optional extra ``plots``."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The cycles of one experiment, with its settings flattened to dotted keys (``decoder.temperature``)."""
+
+    experiment_id: str
+    settings: dict[str, Scalar]
+    cycles: tuple[ItemResult, ...]
+    _summaries: dict[str, Summary] = field(default_factory=dict, compare=False, repr=False)
+
+    def summary(self, metric: str) -> Summary:
+        # Cached: a 95% CI costs a scipy call, and each metric is drawn once per swept setting.
+        if metric not in self._summaries:
+            self._summaries[metric] = Summary.of([cycle.value(metric) for cycle in self.cycles])
+        return self._summaries[metric]
+
+    def mean(self, metric: str) -> float | None:
+        return self.summary(metric).mean
+
+    # What matplotlib draws: NaN where there is nothing (no point, no error bar), never a zero standing in for it.
+
+    def plotted_mean(self, metric: str) -> float:
+        mean = self.mean(metric)
+        return mean if mean is not None else math.nan
+
+    def plotted_half_width(self, metric: str) -> float:
+        """Half the 95% CI; NaN where a single cycle gives no interval."""
+        half_width = self.summary(metric).half_width
+        return half_width if half_width is not None else math.nan
+
+
+def write_plots(results: Sequence[ItemResult], out_dir: Path) -> list[Path]:
+    """Write every plot the results allow into ``out_dir`` (created if needed); the written files, sorted."""
+    _require_matplotlib()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = _group(results)
+    stems = _file_stems(sorted({study for study, _ in groups}))
+    written: list[Path] = []
+    for (study, kind), experiments in groups.items():
+        stem = stems[study]
+        if kind == "fixture":
+            written += _plot_windows(study, stem, experiments, out_dir)
+        else:
+            written += _plot_sweeps(study, stem, experiments, out_dir)
+            pareto = _plot_pareto(study, experiments, out_dir / _file_name(f"{stem}-pareto"))
+            written += [pareto] if pareto else []
+    return sorted(written)
+
+
+def pareto_front(points: Sequence[tuple[str, float, float]]) -> list[str]:
+    """Names of the points no other point dominates, minimising both coordinates, in input order.
+
+    A point dominates another when it is no worse on both and better on one, so equal points keep each other."""
+    return [name for name, x, y in points if not any(_dominates((ox, oy), (x, y)) for _, ox, oy in points)]
+
+
+def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1] and a != b
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise PlotsUnavailable(INSTALL_HINT) from exc
+
+
+# --- grouping -------------------------------------------------------------------------------------------------------
+
+
+def _group(results: Sequence[ItemResult]) -> dict[tuple[str, str], list[Experiment]]:
+    """(study, kind) → its experiments, in first-seen order."""
+    cycles: dict[tuple[str, str], dict[str, list[ItemResult]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        cycles[(result.study, result.kind)][result.experiment_id].append(result)
+    return {
+        key: [Experiment(eid, flatten(runs[0].config), tuple(runs)) for eid, runs in by_id.items()]
+        for key, by_id in cycles.items()
+    }
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Scalar]:
+    """Nested sections become dotted keys; lists become their JSON text, so every value can be compared and shown."""
+    flat: dict[str, Scalar] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, str | int | float | bool) or value is None:
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value, sort_keys=True)
+    return flat
+
+
+def swept_settings(experiments: Sequence[Experiment]) -> list[str]:
+    """The settings whose values differ between experiments, sorted. A missing key counts as None: a section
+    absent for one backend (``vllm.*`` under pytorch) is not a sweep of its own."""
+    keys = sorted({key for experiment in experiments for key in experiment.settings})
+    return [key for key in keys if len({_setting(e, key) for e in experiments}) > 1]
+
+
+def _setting(experiment: Experiment, key: str) -> Scalar:
+    return experiment.settings.get(key)
+
+
+def _file_stems(studies: Sequence[str]) -> dict[str, str]:
+    """A study's file stem, or its whole path where two studies share a stem (so neither overwrites the other)."""
+    counts = Counter(Path(study).stem for study in studies)
+    return {
+        study: Path(study).stem if counts[Path(study).stem] == 1 else str(Path(study).with_suffix("")).replace("/", "_")
+        for study in studies
+    }
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^\w.+-]", "_", name) + ".png"
+
+
+# --- metric against a swept setting ---------------------------------------------------------------------------------
+
+
+def _plot_sweeps(study: str, stem: str, experiments: Sequence[Experiment], out_dir: Path) -> list[Path]:
+    swept = swept_settings(experiments)
+    written = []
+    for setting in swept:
+        others = [other for other in swept if other != setting]
+        for metric in PLOT_METRICS:
+            path = out_dir / _file_name(f"{stem}-{metric}-vs-{setting}")
+            if _plot_metric_against(study, experiments, metric, setting, others, path):
+                written.append(path)
+    return written
+
+
+def _plot_metric_against(
+    study: str, experiments: Sequence[Experiment], metric: str, setting: str, others: Sequence[str], path: Path
+) -> bool:
+    numeric = _is_numeric(experiments, setting)
+    # A numeric axis has no place for "not set"; a categorical one shows it as the category None.
+    shown = [e for e in experiments if e.mean(metric) is not None and not (numeric and _setting(e, setting) is None)]
+    if not shown:
+        return False
+    positions = _positions([_setting(e, setting) for e in shown], numeric)
+    figure, axes = _new_figure()
+    series = _series(shown, others)
+    for index, (label, members) in enumerate(series.items()):
+        offset = 0.0 if numeric else _dodge(index, len(series))
+        members = sorted(members, key=lambda e: positions[_setting(e, setting)])
+        axes.errorbar(
+            [positions[_setting(e, setting)] + offset for e in members],
+            [e.plotted_mean(metric) for e in members],
+            yerr=[e.plotted_half_width(metric) for e in members],
+            marker="o",
+            linestyle="-" if numeric else "none",  # a line between categories would suggest values in between
+            capsize=3,
+            label=_literal(label) if label else None,
+        )
+    _label_x_axis(axes, positions, numeric)
+    axes.set_xlabel(_literal(setting))
+    axes.set_ylabel(AXIS_LABELS[metric])
+    axes.set_title(_literal(f"{study}: {metric} vs {setting}\nmean ± 95% CI over cycles"), fontsize="medium")
+    if others:
+        axes.legend(fontsize="small")
+    _save(figure, path)
+    return True
+
+
+def _is_numeric(experiments: Sequence[Experiment], setting: str) -> bool:
+    values = [_setting(e, setting) for e in experiments if _setting(e, setting) is not None]
+    return bool(values) and all(_is_number(value) for value in values)
+
+
+def _is_number(value: Scalar) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _order(value: Scalar) -> tuple[int, float, str]:
+    """Sort key across types: numbers by value, everything else by its text after them."""
+    if _is_number(value):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def _positions(values: Sequence[Scalar], numeric: bool) -> dict[Scalar, float]:
+    distinct = sorted(set(values), key=_order)
+    if numeric:
+        return {value: float(value) for value in distinct if _is_number(value)}
+    return {value: float(index) for index, value in enumerate(distinct)}
+
+
+def _series(experiments: Sequence[Experiment], others: Sequence[str]) -> dict[str, list[Experiment]]:
+    """One series per combination of the other swept settings, labelled ``backend=pytorch, precision=fp16``."""
+    keyed: dict[tuple[Scalar, ...], list[Experiment]] = defaultdict(list)
+    for experiment in experiments:
+        keyed[tuple(_setting(experiment, other) for other in others)].append(experiment)
+    ordered = sorted(keyed.items(), key=lambda item: [_order(value) for value in item[0]])
+    return {
+        ", ".join(f"{other}={value!s}" for other, value in zip(others, key, strict=True)): members
+        for key, members in ordered
+    }
+
+
+def _dodge(index: int, count: int) -> float:
+    """Side-by-side offsets on a categorical axis, so error bars of different series at one category stay apart."""
+    return (index - (count - 1) / 2) * min(0.1, 0.6 / count)
+
+
+def _label_x_axis(axes: Axes, positions: dict[Scalar, float], numeric: bool) -> None:
+    values = list(positions.values())
+    if numeric and _spans_doublings(values):
+        axes.set_xscale("log", base=2)  # batch sizes and token counts are swept by doubling
+    if not numeric or len(values) <= MAX_LABELLED_TICKS:
+        axes.set_xticks(values, [_literal(str(value)) for value in positions])
+        axes.minorticks_off()
+    if not numeric and any(len(str(value)) > 8 for value in positions):
+        axes.tick_params(axis="x", labelrotation=30)
+
+
+def _spans_doublings(values: Sequence[float]) -> bool:
+    return len(values) >= 3 and min(values) > 0 and max(values) / min(values) >= 8
+
+
+# --- Pareto: energy per token against latency -----------------------------------------------------------------------
+
+
+def _plot_pareto(study: str, experiments: Sequence[Experiment], path: Path) -> Path | None:
+    latency = _latency_metric(experiments)
+    shown = [e for e in experiments if e.mean(latency) is not None and e.mean(ENERGY_PER_TOKEN) is not None]
+    if not shown:
+        return None
+    points = [(e.experiment_id, e.plotted_mean(latency), e.plotted_mean(ENERGY_PER_TOKEN)) for e in shown]
+    front = set(pareto_front(points))
+    figure, axes = _new_figure()
+    axes.errorbar(
+        [e.plotted_mean(latency) for e in shown],
+        [e.plotted_mean(ENERGY_PER_TOKEN) for e in shown],
+        xerr=[e.plotted_half_width(latency) for e in shown],
+        yerr=[e.plotted_half_width(ENERGY_PER_TOKEN) for e in shown],
+        fmt="o",
+        color="tab:gray",
+        capsize=3,
+        label="experiment (mean ± 95% CI)",
+    )
+    for experiment in shown:
+        axes.annotate(
+            _literal(experiment.experiment_id),
+            (experiment.plotted_mean(latency), experiment.plotted_mean(ENERGY_PER_TOKEN)),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize="x-small",
+        )
+    _draw_front(axes, [e for e in shown if e.experiment_id in front], latency)
+    axes.set_xlabel(f"latency: {AXIS_LABELS[latency]}")
+    axes.set_ylabel(AXIS_LABELS[ENERGY_PER_TOKEN])
+    axes.set_title(_literal(f"{study}: energy per token vs latency (lower left is better)"), fontsize="medium")
+    axes.legend(fontsize="small")
+    _save(figure, path)
+    return path
+
+
+def _latency_metric(experiments: Sequence[Experiment]) -> str:
+    """TTFT where measured, else the median inter-token latency, else the window's duration (always there)."""
+    for metric in LATENCY_METRICS[:-1]:
+        if any(e.mean(metric) is not None for e in experiments):
+            return metric
+    return LATENCY_METRICS[-1]
+
+
+def _draw_front(axes: Axes, front: Sequence[Experiment], latency: str) -> None:
+    front = sorted(front, key=lambda e: (e.plotted_mean(latency), e.plotted_mean(ENERGY_PER_TOKEN)))
+    names = ", ".join(e.experiment_id for e in front)
+    axes.plot(
+        [e.plotted_mean(latency) for e in front],
+        [e.plotted_mean(ENERGY_PER_TOKEN) for e in front],
+        linestyle="-",
+        marker="D",
+        markersize=8,
+        color="tab:red",
+        label=_literal(textwrap.fill(f"Pareto front: {names}", width=60)),
+        zorder=3,
+    )
+
+
+# --- llem_energy windows --------------------------------------------------------------------------------------------
+
+
+def _plot_windows(study: str, stem: str, windows: Sequence[Experiment], out_dir: Path) -> list[Path]:
+    written = []
+    for metric in WINDOW_METRICS:
+        path = out_dir / _file_name(f"{stem}-windows-{metric}")
+        if _plot_window_bars(study, windows, metric, path):
+            written.append(path)
+    return written
+
+
+def _plot_window_bars(study: str, windows: Sequence[Experiment], metric: str, path: Path) -> bool:
+    shown = [w for w in windows if w.mean(metric) is not None]  # an unmeasured window gets no bar, not a zero
+    if not shown:
+        return False
+    figure, axes = _new_figure()
+    axes.bar(
+        range(len(shown)),
+        [w.plotted_mean(metric) for w in shown],
+        yerr=[w.plotted_half_width(metric) for w in shown],
+        capsize=3,
+    )
+    axes.set_xticks(range(len(shown)), [_literal(w.experiment_id) for w in shown])
+    axes.tick_params(axis="x", labelrotation=30)
+    axes.set_ylabel(AXIS_LABELS[metric])
+    axes.set_title(_literal(f"{study}: llem_energy windows"), fontsize="medium")
+    _save(figure, path)
+    return True
+
+
+# --- matplotlib plumbing --------------------------------------------------------------------------------------------
+
+
+def _new_figure() -> tuple[Figure, Axes]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(figure)  # attaches itself: PNG rendering without pyplot or a global backend
+    return figure, figure.subplots()
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path, dpi=110)
+
+
+def _literal(text: str) -> str:
+    """User text (ids, paths) shown as typed: a pair of ``$`` would otherwise start matplotlib's math mode."""
+    return text.replace("$", r"\$")
