@@ -24,7 +24,6 @@ from .report.table import render_session
 from .results import baselines, gate
 from .results.baselines import Baseline
 from .results.runfolder import RunFolder, merge
-from .results.schema import ItemResult
 from .results.store import RUN_ID
 
 DEFAULT_RESULTS_DIR = Path(".llem")  # the plugin's default, relative to where llem runs (usually the rootdir)
@@ -149,20 +148,23 @@ def _compare(args: argparse.Namespace) -> int:
     if note:
         print(f"note: {note}; compared anyway (--any-hardware)")
     regressed: list[str] = []
-    experiments = _experiments(run.results())
-    for key, results in experiments.items():
-        study, experiment_id = results[0].study, results[0].experiment_id
-        known = baseline.experiments.get(key)
-        if known is None:
-            print(f"{study}::{experiment_id}: not in baseline")
+    judged = baselines.judge_results(baseline, run.results(), thresholds, args.alpha)
+    for found in judged:
+        name = f"{found.study}::{found.experiment_id}"
+        if found.verdicts is None:
+            print(f"{name}: not in baseline")
             continue
-        verdicts = gate.judge(known.samples, _samples(results), thresholds, args.alpha)
-        session.add_verdicts(study, experiment_id, verdicts)
-        print("\n".join(f"{study}::{experiment_id}: {verdict.describe()}" for verdict in verdicts))
-        if gate.worst(verdicts) == "regressed":
-            regressed.append(f"{study}::{experiment_id}")
+        session.add_verdicts(found.study, found.experiment_id, found.verdicts)
+        print("\n".join(f"{name}: {verdict.describe()}" for verdict in found.verdicts))
+        if gate.worst(found.verdicts) == "regressed":
+            regressed.append(name)
     print("", *render_session(session), "", sep="\n")
-    print(_conclusion(regressed, len(experiments), len(set(baseline.experiments) - set(experiments))))
+    compared = sum(found.verdicts is not None for found in judged)
+    only_in_baseline = len(set(baseline.experiments) - {found.identity for found in judged})
+    print(_conclusion(regressed, compared, only_in_baseline))
+    if not compared:  # a gate that compared nothing must not read as a pass
+        print(f"llem: no experiment of run {run.run_id} is in baseline {baseline.name!r}", file=sys.stderr)
+        return USAGE
     return REGRESSED if regressed else 0
 
 
@@ -189,27 +191,11 @@ def _hardware_note(baseline: Baseline, run: RunFolder, any_hardware: bool) -> st
     return difference
 
 
-def _experiments(results: Sequence[ItemResult]) -> dict[str, list[ItemResult]]:
-    """The run's results by experiment identity (the baseline's key), in the order they first appear."""
-    grouped: dict[str, list[ItemResult]] = {}
-    for result in results:
-        grouped.setdefault(baselines.identity(result), []).append(result)
-    return grouped
-
-
-def _samples(results: Sequence[ItemResult]) -> Callable[[str], list[float]]:
-    def samples(metric: str) -> list[float]:
-        values = [result.value(metric) for result in results]
-        return [v for v in values if v is not None]
-
-    return samples
-
-
 def _conclusion(regressed: list[str], compared: int, only_in_baseline: int) -> str:
     missing = f"; {only_in_baseline} baseline experiments not in this run" if only_in_baseline else ""
     if regressed:
-        return f"regressed: {len(regressed)} of {compared} experiments ({', '.join(regressed)}){missing}"
-    return f"no regression in {compared} experiments{missing}"
+        return f"regressed: {len(regressed)} of {compared} compared experiments ({', '.join(regressed)}){missing}"
+    return f"no regression in {compared} compared experiments{missing}"
 
 
 # -- merge ------------------------------------------------------------------------------------------------------------

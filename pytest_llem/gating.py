@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from .errors import LlemError
 from .items import comparison_key, session_key
 from .measurement import MeasurementSession
 from .results import baselines
-from .results.gate import DEFAULT_ALPHA, Threshold, ThresholdError, Verdict, judge, parse_alpha, worst
+from .results.gate import DEFAULT_ALPHA, Threshold, ThresholdError, Verdict, parse_alpha, worst
 from .results.schema import ItemResult
 from .results.session import SessionResults
 
@@ -78,14 +76,35 @@ def open_comparison(config: pytest.Config, measuring: MeasurementSession, baseli
         baseline = baselines.load(reference, baselines_dir)
     except LlemError as exc:
         raise pytest.UsageError(f"pytest-llem: --llem-compare: {exc}") from None
-    if not config.getoption("llem_compare_any_hardware"):
+    # The hardware check reads the GPUs through Zeus (seconds to import): not for --collect-only, nor on xdist workers
+    # (the controller checked).
+    if not (config.getoption("llem_compare_any_hardware") or config.option.collectonly or _is_worker(config)):
         difference = baselines.hardware_difference(baseline, measuring.environment())
         if difference:
             raise pytest.UsageError(
                 f"pytest-llem: --llem-compare: {difference}; energy from other hardware is not comparable "
                 "(--llem-compare-any-hardware compares anyway)"
             )
+    _check_distribution(config)
     return Comparison(baseline, chosen_thresholds, chosen_alpha, measuring.strict)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# xdist modes that keep a file's (or a class's) items on one worker, so a gate runs where its cycles ran.
+GATE_SAFE_DISTRIBUTIONS = ("loadfile", "loadscope", "no")
+
+
+def _check_distribution(config: pytest.Config) -> None:
+    workers = config.getoption("numprocesses", None)
+    distribution = config.getoption("dist", "no")
+    if workers and distribution not in GATE_SAFE_DISTRIBUTIONS and not _is_worker(config):
+        raise pytest.UsageError(
+            f"pytest-llem: --llem-compare under pytest-xdist needs --dist loadfile or --dist loadscope (not "
+            f"{distribution}): a gate item must run in the worker that ran its experiment's cycles"
+        )
 
 
 @dataclass(frozen=True)
@@ -123,27 +142,26 @@ class GateItem(pytest.Item):
 
     def runtest(self) -> None:
         comparison: Comparison = self.config.stash[comparison_key]  # gate items exist only when comparing
-        groups: dict[str, list[ItemResult]] = defaultdict(list)
-        for result in self.config.stash[session_key].results:
-            if self.select(result):
-                groups[result.experiment_id].append(result)
-        if not groups:
+        results = [r for r in self.config.stash[session_key].results if self.select(r)]
+        if not results:
             pytest.skip(f"no cycle of {self.describe} passed in this run: nothing to compare")
-        judged: dict[str, list[Verdict]] = {}
-        for experiment_id, results in groups.items():
-            previous = comparison.baseline.experiments.get(baselines.identity(results[0]))
-            if previous is None:
+        judged = {}
+        for found in baselines.judge_results(comparison.baseline, results, comparison.thresholds, comparison.alpha):
+            if found.verdicts is None:
                 continue
-            verdicts = judge(previous.samples, _samples_of(results), comparison.thresholds, comparison.alpha)
-            judged[experiment_id] = verdicts
-            record = {"study": self.study, "experiment_id": experiment_id, "verdicts": [v.as_dict() for v in verdicts]}
+            judged[found.experiment_id] = found.verdicts
+            verdicts = [v.as_dict() for v in found.verdicts]
+            record = {"study": found.study, "experiment_id": found.experiment_id, "verdicts": verdicts}
             self.user_properties.append((GATE_PROPERTY, json.dumps(record)))
         if not judged:
             pytest.skip(f"baseline {comparison.baseline.name!r} has no {self.describe} (same config hash)")
+        measured = [v for verdicts in judged.values() for v in verdicts if v.outcome != "not measured"]
         text = "\n".join(
             f"{experiment_id}: {v.describe()}" for experiment_id, verdicts in judged.items() for v in verdicts
         )
-        outcome = worst([v for verdicts in judged.values() for v in verdicts])
+        if not measured:
+            pytest.skip(f"nothing to judge for {self.describe}: {text}")
+        outcome = worst(measured)
         versus = f"against baseline {comparison.baseline.name!r}"
         if outcome == "regressed":
             raise GateFailure(f"{self.describe} regressed {versus}:\n{text}")
@@ -154,16 +172,12 @@ class GateItem(pytest.Item):
         self.add_report_section("call", "llem gate", text)  # the verdicts of a passing gate, shown by -rP
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, LlemError):
+        if isinstance(excinfo.value, LlemError | GateWarning):  # GateWarning: raised when warnings are errors
             return str(excinfo.value)
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"gate of {self.describe}"
-
-
-def _samples_of(results: list[ItemResult]) -> Callable[[str], list[float]]:
-    return lambda metric: [v for r in results if (v := r.value(metric)) is not None]
 
 
 def study_gate(parent: pytest.Collector, study: str, experiment_id: str, config_hash: str, backend: str) -> GateItem:
@@ -177,26 +191,39 @@ def study_gate(parent: pytest.Collector, study: str, experiment_id: str, config_
     )
 
 
-def add_fixture_gates(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A gate after every collected test that uses ``llem_energy`` (its windows are only named when it runs)."""
-    if config.stash.get(comparison_key, None) is None:
-        return
-    gated: list[pytest.Item] = []
+def with_fixture_gates(collector: pytest.Collector, collected: object) -> object:
+    """What pytest made of a test function, plus a gate after each of its items that uses ``llem_energy`` (windows are
+    only named when the test runs). Made at collection, so -k / -m select it and the counts include it; it carries
+    the test's own marks, so ``-m gpu`` keeps the gate of a ``@pytest.mark.gpu`` test."""
+    if collector.config.stash.get(comparison_key, None) is None or collected is None:
+        return collected
+    items = collected if isinstance(collected, list) else [collected]
+    gated: list[object] = []
     for item in items:
         gated.append(item)
-        if isinstance(item, pytest.Function) and "llem_energy" in item.fixturenames and item.parent is not None:
-            study, _, test_name = item.nodeid.partition("::")
-            gated.append(
-                GateItem.from_parent(
-                    item.parent,
-                    name=f"{item.name}[gate]",
-                    study=study,
-                    select=Selection(study, window_prefix=f"{test_name}::"),
-                    describe=f"the llem_energy windows of {test_name}",
-                    backend=None,
-                )
-            )
-    items[:] = gated
+        if isinstance(item, pytest.Function) and "llem_energy" in item.fixturenames:
+            gated.append(_fixture_gate(collector, item))
+    return gated
+
+
+UNINHERITED_MARKS = ("parametrize", "usefixtures", "xfail", "filterwarnings")
+
+
+def _fixture_gate(collector: pytest.Collector, test: pytest.Function) -> GateItem:
+    study, _, test_name = test.nodeid.partition("::")
+    gate = GateItem.from_parent(
+        collector,
+        name=f"{test.name}[gate]",
+        study=study,
+        select=Selection(study, window_prefix=f"{test_name}::"),
+        describe=f"the llem_energy windows of {test_name}",
+        backend=None,
+    )
+    for mark in test.own_markers:
+        if mark.name not in UNINHERITED_MARKS:
+            gate.add_marker(pytest.MarkDecorator(mark))
+    gate.extra_keyword_matches.update(test.extra_keyword_matches)
+    return gate
 
 
 def record_verdicts(session: SessionResults, report: pytest.TestReport) -> None:

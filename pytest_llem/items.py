@@ -233,6 +233,7 @@ class ExperimentItem(pytest.Item):
                 (ITEM_PROPERTY, json.dumps({"study": previous.study, "experiment_id": self.experiment_id})),
                 (RESULT_PROPERTY, previous.model_dump_json()),
                 (RESUMED_PROPERTY, store.run_id),
+                *junit_properties(previous),
             ]
             return
         measuring = self.config.stash[measurement_key]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -229,7 +230,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[measurement_key] = measurement_session(config)
     config.stash[runs.store_key] = runs.open_resumed(config)
     runs.check_save_name(config)
-    outputs.check_plots_available(config)
+    outputs.check_report_options(config)
     config.stash[comparison_key] = gating.open_comparison(
         config, config.stash[measurement_key], runs.baselines_dir(config)
     )
@@ -253,9 +254,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> StudyFile 
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: gates are selected like the tests they follow
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gating.add_fixture_gates(config, items)
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Generator[None, object, object]:
+    return gating.with_fixture_gates(collector, (yield))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

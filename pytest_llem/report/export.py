@@ -28,7 +28,8 @@ def json_document(session: SessionResults, run_id: str | None) -> dict[str, Any]
         "baseline": session.baseline_name,
         "summary": session.summary_document(),
         "verdicts": verdicts,
-        "results": [r.model_dump(mode="json") for r in [*session.results, *session.failed_results]],
+        "results": [r.model_dump(mode="json") for r in session.results],  # passed items: the statistics' input
+        "failed_results": [r.model_dump(mode="json") for r in session.failed_results],  # measured, then failed
         "environments": [env.model_dump(mode="json") for env in session.environments()],
     }
 
@@ -66,13 +67,18 @@ def csv_text(session: SessionResults) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=_csv_columns(), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
+    first_result = {(r.study, r.experiment_id): r for r in reversed([*session.results, *session.failed_results])}
     for study in _studies(session):
         for summary in session.summarise(study):
             verdicts = session.verdicts.get((study, summary.experiment_id), [])
+            example = first_result.get((study, summary.experiment_id))
             row: dict[str, Any] = {
                 "level": "experiment",
                 "study": study,
                 "experiment_id": summary.experiment_id,
+                "backend": example.backend if example else None,
+                "model": example.model if example else None,
+                "config_hash": example.config_hash if example else None,
                 "cycles": summary.cycles_passed,
                 "status": f"{summary.cycles_failed} failed" if summary.cycles_failed else "passed",
                 "verdict": worst(verdicts),

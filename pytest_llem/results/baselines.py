@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import LlemError
 from .environment import Environment
+from .gate import Threshold, Verdict, judge
 from .schema import ItemResult, Metrics, metric_value
 from .store import write_json
 
@@ -119,3 +121,37 @@ def hardware_difference(baseline: Baseline, current: Environment) -> str | None:
     if before == now:
         return None
     return f"baseline {baseline.name!r} was measured on {before}; this run is on {now}"
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One experiment of a run against the baseline; ``verdicts`` None when the baseline has no such experiment."""
+
+    study: str
+    experiment_id: str
+    identity: str
+    verdicts: list[Verdict] | None
+
+
+def judge_results(
+    baseline: Baseline, results: Sequence[ItemResult], thresholds: Sequence[Threshold], alpha: float
+) -> list[Judged]:
+    """Every experiment among ``results`` (grouped by study and experiment id, in order of appearance) judged against
+    the baseline's cycles of the same identity. The gate items and ``llem compare`` share this one rule: the baseline
+    side pools every cycle saved for that config, the current side is this experiment's own cycles."""
+    groups: dict[tuple[str, str], list[ItemResult]] = {}
+    for result in results:
+        groups.setdefault((result.study, result.experiment_id), []).append(result)
+    judged = []
+    for (study, experiment_id), cycles in groups.items():
+        key = identity(cycles[0])
+        previous = baseline.experiments.get(key)
+        verdicts = None
+        if previous is not None:
+            verdicts = judge(previous.samples, _samples_of(cycles), thresholds, alpha)
+        judged.append(Judged(study, experiment_id, key, verdicts))
+    return judged
+
+
+def _samples_of(results: Sequence[ItemResult]) -> Callable[[str], list[float]]:
+    return lambda metric: [v for r in results if (v := r.value(metric)) is not None]

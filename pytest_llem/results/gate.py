@@ -24,7 +24,6 @@ from .stats import Summary
 DIRECTION: dict[str, int] = {
     "energy_j": 1,
     "energy_per_output_token_j": 1,
-    "energy_adjusted_j": 1,
     "mean_power_w": 1,
     "duration_s": 1,
     "ttft_s.mean": 1,
@@ -38,8 +37,8 @@ DEFAULT_ALPHA = 0.05
 POWER = 0.8
 DEFAULT_METRIC = "energy_per_output_token_j"
 FALLBACK_METRIC = "tokens_per_s"  # when neither side measured energy
-OUTCOMES = ("regressed", "inconclusive", "improved", "unchanged")  # worst first
-UNITS = {"energy_per_output_token_j": "J/tok", "energy_j": "J", "energy_adjusted_j": "J", "mean_power_w": "W",
+OUTCOMES = ("regressed", "inconclusive", "improved", "unchanged", "not measured")  # worst first
+UNITS = {"energy_per_output_token_j": "J/tok", "energy_j": "J", "mean_power_w": "W",
          "tokens_per_s": "tok/s", "peak_memory_mb": "MB"}  # fmt: skip
 
 
@@ -153,7 +152,7 @@ def _with_ci(mean: float, half_width: float | None) -> str:
 
 
 def worst(verdicts: Sequence[Verdict]) -> str | None:
-    """The outcome that decides: regressed beats inconclusive beats improved beats unchanged."""
+    """The outcome that decides: regressed, then inconclusive, improved, unchanged, not measured."""
     outcomes = {v.outcome for v in verdicts}
     return next((o for o in OUTCOMES if o in outcomes), None)
 
@@ -165,14 +164,17 @@ def judge(
     alpha: float = DEFAULT_ALPHA,
 ) -> list[Verdict]:
     """Every threshold's verdict for one experiment; ``baseline`` / ``current`` give a metric's samples by name.
-    The default metric is energy per output token when either side measured energy (a side that lost its meter is
-    then inconclusive, not silently judged on speed), otherwise tokens/s."""
+    The default metric is energy per output token when either side measured it (a side that lost its meter is then
+    inconclusive, not silently judged on speed); energy when there are no token counts (an ``llem_energy`` window
+    without ``output_tokens``); otherwise tokens/s."""
     verdicts = []
     for threshold in thresholds:
         metric = threshold.metric
         if metric is None:
-            measured = baseline(DEFAULT_METRIC) or current(DEFAULT_METRIC)
-            metric = DEFAULT_METRIC if measured else FALLBACK_METRIC
+            metric = next(
+                (m for m in (DEFAULT_METRIC, "energy_j") if baseline(m) or current(m)),
+                FALLBACK_METRIC,
+            )
         verdicts.append(compare(metric, baseline(metric), current(metric), threshold.pct, alpha))
     return verdicts
 
@@ -212,18 +214,22 @@ def _compare(
         raise ValueError(f"no known direction for {metric!r}; known: {', '.join(sorted(DIRECTION))}")
     direction = DIRECTION[metric]
     old, new = _positive(baseline), _positive(current)
+    if not old and not new:
+        return Verdict(metric, "not measured", None, None, None, None, None, "neither run measured it")
     if not old or not new:
-        return Verdict(metric, "inconclusive", None, None, None, None, None, "no measured values on one side")
+        side = "the baseline" if not old else "this run"
+        return Verdict(metric, "inconclusive", None, None, None, None, None, f"{side} has no measured value")
     old_mean, new_mean = statistics.fmean(old), statistics.fmean(new)
-    change_pct = (new_mean / old_mean - 1) * 100
-    beyond = direction * change_pct > threshold_pct or -direction * change_pct > threshold_pct
+    log_old, log_new = [math.log(v) for v in old], [math.log(v) for v in new]
+    # The change is the ratio of geometric means: the quantity the test on logs is about.
+    change_pct = (math.exp(statistics.fmean(log_new) - statistics.fmean(log_old)) - 1) * 100
     if len(old) < 2 or len(new) < 2:
-        outcome = "inconclusive" if beyond else "unchanged"
-        return Verdict(metric, outcome, old_mean, new_mean, change_pct, None, None, "fewer than 2 cycles on a side")
+        return Verdict(
+            metric, "inconclusive", old_mean, new_mean, change_pct, None, None, "fewer than 2 cycles on a side"
+        )
 
     from scipy import stats  # at report time only
 
-    log_old, log_new = [math.log(v) for v in old], [math.log(v) for v in new]
     with warnings.catch_warnings():  # near-identical cycles: scipy warns of precision loss; se == 0 is handled below
         warnings.simplefilter("ignore", RuntimeWarning)
         test = stats.ttest_ind(log_new, log_old, equal_var=False)
@@ -243,7 +249,7 @@ def _compare(
     if (worse or better) and significant:
         outcome, reason = ("regressed" if worse else "improved"), f"beyond {threshold_pct:g}% and p < {alpha:g}"
     elif worse or better:
-        outcome, reason = "inconclusive", f"beyond {threshold_pct:g}% but not significant (p = {p_value:.3g})"
+        outcome, reason = "inconclusive", f"beyond {threshold_pct:g}% but not significant at {alpha:g}"
     else:
         outcome, reason = "unchanged", f"within {threshold_pct:g}%"
     return Verdict(metric, outcome, old_mean, new_mean, change_pct, p_value, mde, reason)

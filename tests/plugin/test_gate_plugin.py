@@ -135,13 +135,17 @@ def test_inconclusive_passes_with_a_warning_and_fails_under_strict(
     monkeypatch.setenv("PLANTED_SEED", "1")
     gate = ("--llem-cycles=1", "--llem-compare=base", "--llem-fail=mean_power_w:10%")
     lenient = project.runpytest(*gate)
-    lenient.assert_outcomes(passed=4, warnings=1)
+    lenient.assert_outcomes(passed=4, warnings=2)  # 1 cycle a side: neither gate can judge
     lenient.stdout.fnmatch_lines(
         ["*GateWarning: experiment hungry-1: inconclusive against baseline 'base':*", "*fewer than 2 cycles on a side*"]
     )
     strict = project.runpytest(*gate, "--llem-strict")
-    strict.assert_outcomes(passed=3, failed=1)
+    strict.assert_outcomes(passed=2, failed=2)
     strict.stdout.fnmatch_lines(["*experiment hungry-1: inconclusive against baseline 'base' (--llem-strict):*"])
+    as_errors = project.runpytest(*gate, "-W", "error::pytest_llem.gating.GateWarning")
+    as_errors.assert_outcomes(passed=2, failed=2)
+    as_errors.stdout.fnmatch_lines(["*experiment hungry-1: inconclusive against baseline 'base':*"])
+    assert "Traceback" not in as_errors.stdout.str()
 
 
 def test_an_experiment_the_baseline_lacks_skips_its_gate_and_only_matching_gates_are_selected(
@@ -149,7 +153,7 @@ def test_an_experiment_the_baseline_lacks_skips_its_gate_and_only_matching_gates
 ) -> None:
     save_baseline(project, cycles=2)
     (project.path / "study_g.yaml").write_text(STUDY.replace("random_seed: [1, 2]", "random_seed: [2, 3]"))
-    result = project.runpytest("--llem-cycles=2", "--llem-compare=base", "-rs")
+    result = project.runpytest("--llem-cycles=2", "--llem-compare=base", "--llem-fail=mean_power_w:10%", "-rs")
     result.assert_outcomes(passed=5, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED * baseline 'base' has no experiment hungry-3 (same config hash)"])
     selected = project.runpytest("--llem-cycles=2", "--llem-compare=latest", "-k", "hungry-2", "--co", "-q")
@@ -182,6 +186,11 @@ def test_a_baseline_from_other_hardware_is_refused_unless_asked(
         (["--llem-compare=base", "--llem-fail=watts:5%"], "*--llem-fail: 'watts:5%': unknown metric 'watts'; known:*"),
         (["--llem-compare=base", "--llem-fail=tokens_per_s:lots"], "*write METRIC:PCT (e.g.*"),
         (["--llem-compare=base", "--llem-alpha=2"], "*--llem-alpha: the significance level must be between 0 and 1*"),
+        (
+            ["--llem-compare=base", "-n", "2"],
+            "*--llem-compare under pytest-xdist needs --dist loadfile or *(not load)*",
+        ),
+        (["--llem-json=."], "*--llem-json: * is a folder; give a file path*"),
     ],
 )
 def test_bad_gate_options_are_one_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -203,6 +212,7 @@ import pytest
 import zeus.device.gpu
 
 
+@pytest.mark.slow
 def test_serve(llem_energy):
     gpu = zeus.device.gpu._gpus.gpus[0]
     for _ in range(3):  # the same window name again: another cycle of it
@@ -221,13 +231,29 @@ def test_llem_energy_windows_are_gated_too(project: pytest.Pytester, monkeypatch
     baseline = json.loads((project.path / ".llem" / "baselines" / "base.json").read_text())
     assert len(baseline["experiments"]["fixture:test_windows.py::test_serve::serve"]["cycles"]) == 3
     monkeypatch.setenv("WINDOW_WATTS", "250")
-    result = project.runpytest("--llem-compare=base", "--llem-fail=mean_power_w:10%", "-v")
+    result = project.runpytest("--llem-compare=base", "--llem-fail=mean_power_w:10%", "-v", "-m", "slow")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
+            "*collected 2 items",
             "*test_windows.py::test_serve PASSED*",
             "*test_windows.py::test_serve[[]gate[]] FAILED*",
             "*the llem_energy windows of test_serve regressed against baseline 'base':*",
             "*test_serve::serve: mean_power_w: regressed*",
         ]
     )
+
+
+def test_reports_that_cannot_be_written_are_a_line_not_a_traceback(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(project.path / "step_summary.md"))
+    project.makepyfile(test_plain="def test_ok():\n    pass\n")
+    project.runpytest("test_plain.py").assert_outcomes(passed=1)
+    assert not (project.path / "step_summary.md").exists()  # a session without llem work leaves the job summary alone
+
+    result = project.runpytest("--llem-cycles=1", "--llem-csv=/proc/llem.csv", "--llem-json=out.json")
+    result.assert_outcomes(passed=3)  # the plain test and the study's two items
+    result.stdout.fnmatch_lines(["pytest-llem: cannot write --llem-csv /proc/llem.csv: *", "pytest-llem: wrote *"])
+    assert json.loads((project.path / "out.json").read_text())["results"]
+    assert (project.path / "step_summary.md").read_text().startswith("## pytest-llem run ")

@@ -161,7 +161,7 @@ def test_compare_fails_on_a_regressed_experiment_and_names_it(
     out = capsys.readouterr().out
     assert f"{STUDY}::exp-a: energy_per_output_token_j: regressed" in out
     assert f"{STUDY}::exp-b: energy_per_output_token_j: unchanged" in out
-    assert f"regressed: 1 of 2 experiments ({STUDY}::exp-a)" in out
+    assert f"regressed: 1 of 2 compared experiments ({STUDY}::exp-a)" in out
     assert any(line.startswith("exp-a ") for line in out.splitlines())  # the table follows the verdicts
 
 
@@ -171,7 +171,7 @@ def test_compare_passes_an_unchanged_run(runs_dir: Path, capsys: pytest.CaptureF
     assert main(["compare", "latest", str(same), "--fail", "energy_per_output_token_j:5%", "--fail", "10%"]) == 0
     out = capsys.readouterr().out
     assert f"{STUDY}::exp-new: not in baseline" in out
-    assert "no regression in 3 experiments" in out
+    assert "no regression in 2 compared experiments" in out
 
 
 def test_a_run_folder_serves_as_baseline(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +179,9 @@ def test_a_run_folder_serves_as_baseline(runs_dir: Path, capsys: pytest.CaptureF
     worse = make_run(runs_dir, {"exp-a": TIGHT, "exp-b": [v * 1.3 for v in TIGHT]})
     assert main(["compare", str(before), str(worse)]) == 1
     out = capsys.readouterr().out
-    assert f"against baseline {before.name!r}" in out and f"regressed: 1 of 2 experiments ({STUDY}::exp-b)" in out
+    assert (
+        f"against baseline {before.name!r}" in out and f"regressed: 1 of 2 compared experiments ({STUDY}::exp-b)" in out
+    )
 
 
 def test_compare_refuses_other_hardware_unless_told(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -291,3 +293,12 @@ def test_the_module_runs_as_a_script_without_heavy_imports(runs_dir: Path) -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_compare_that_compares_nothing_is_not_a_pass(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_baseline(make_run(runs_dir, {"exp-a": TIGHT}))
+    other = make_run(runs_dir, {"exp-other": TIGHT})
+    assert main(["compare", "latest", str(other)]) == 2
+    captured = capsys.readouterr()
+    assert "no regression in 0 compared experiments; 1 baseline experiments not in this run" in captured.out
+    assert "llem: no experiment of run" in captured.err
