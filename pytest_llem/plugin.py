@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,153 +32,111 @@ from .results.session import SessionResults
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llem", "pytest-llem: LLM inference energy benchmarks")
-    group.addoption(
+
+    def option(flag: str, **settings: Any) -> None:
+        """``--llem-x-y`` stored as ``llem_x_y``; unset values are None (False for flags) so layers can tell."""
+        default = False if settings.get("action") == "store_true" else None
+        group.addoption(flag, dest=flag[2:].replace("-", "_"), default=default, **settings)
+
+    option(
         "--llem-cycles",
-        dest="llem_cycles",
         type=int,
-        default=None,
         metavar="N",
         help="cycles (repetitions of every experiment); beats the study's execution.n_cycles",
     )
-    group.addoption(
+    option(
         "--llem-cycle-order",
-        dest="llem_cycle_order",
-        default=None,
         choices=[o.value for o in CycleOrder],
         help="how cycles are laid out (default interleaved)",
     )
-    group.addoption(
+    option(
         "--llem-shuffle-seed",
-        dest="llem_shuffle_seed",
         type=int,
-        default=None,
         metavar="N",
         help="seed of the shuffled order (default: derived from the study design hash)",
     )
-    group.addoption(
+    option(
         "--llem-cache-dir",
-        dest="llem_cache_dir",
-        default=None,
         metavar="DIR",
         help="where built-in models are materialised (default $LLEM_CACHE_DIR or ~/.cache/pytest-llem)",
     )
-    group.addoption(
+    option(
         "--llem-isolation",
-        dest="llem_isolation",
-        default=None,
         choices=["process", "none"],
         help="run each item in a fresh child process (default) or in the pytest process; beats execution.isolation",
     )
-    group.addoption(
+    option(
         "--llem-timeout",
-        dest="llem_timeout",
         type=float,
-        default=None,
         metavar="SECONDS",
         help="kill an item's process after this long (isolation: process); beats execution.timeout_seconds",
     )
-    group.addoption(
-        "--llem-no-gaps",
-        dest="llem_no_gaps",
-        action="store_true",
-        default=False,
-        help="skip the study's config_gap_seconds and cycle_gap_seconds pauses",
+    option(
+        "--llem-no-gaps", action="store_true", help="skip the study's config_gap_seconds and cycle_gap_seconds pauses"
     )
-    group.addoption(
+    option(
         "--llem-results-dir",
-        dest="llem_results_dir",
-        default=None,
         metavar="DIR",
         help="where run folders go: DIR/runs/<run-id>/ (default .llem under the rootdir)",
     )
-    group.addoption(
+    option(
         "--llem-resume",
-        dest="llem_resume",
         nargs="?",
         const="latest",
-        default=None,
         metavar="RUN_ID",
         help="continue a run (the latest, or RUN_ID): items that passed there are not run again",
     )
-    group.addoption(
+    option(
         "--llem-save",
-        dest="llem_save",
-        default=None,
         metavar="NAME",
         help="save this run's per-experiment samples as baseline NAME (.llem/baselines/NAME.json)",
     )
-    group.addoption(
+    option(
         "--llem-compare",
-        dest="llem_compare",
-        default=None,
         metavar="NAME|PATH|latest",
         help="compare with a saved baseline: one gate item per experiment, <experiment>[gate], fails on a regression",
     )
-    group.addoption(
+    option(
         "--llem-fail",
-        dest="llem_fail",
         action="append",
-        default=None,
         metavar="METRIC:PCT",
-        help="regression threshold of the gate (repeatable), e.g. energy_per_output_token_j:5%% or tokens_per_s:5%%; "
-        "a bare PCT gates energy per token where energy was measured, else tokens/s (default 5%%)",
+        help=(
+            "regression threshold of the gate (repeatable), e.g. energy_per_output_token_j:5%% or "
+            "tokens_per_s:5%%; a bare PCT gates energy per token where energy was measured, else tokens/s (default 5%%)"
+        ),
     )
-    group.addoption(
-        "--llem-alpha",
-        dest="llem_alpha",
-        default=None,
-        metavar="A",
-        help="significance level of the gate's Welch t-test (default 0.05)",
-    )
-    group.addoption(
+    option("--llem-alpha", metavar="A", help="significance level of the gate's Welch t-test (default 0.05)")
+    option(
         "--llem-compare-any-hardware",
-        dest="llem_compare_any_hardware",
         action="store_true",
-        default=False,
         help="compare with a baseline measured on other GPUs / driver / power limits / CPU",
     )
-    group.addoption(
-        "--llem-json",
-        dest="llem_json",
-        default=None,
-        metavar="PATH",
-        help="write the session's summary, verdicts and every result as JSON",
-    )
-    group.addoption(
-        "--llem-csv",
-        dest="llem_csv",
-        default=None,
-        metavar="PATH",
-        help="write one CSV row per experiment and one per item",
-    )
-    group.addoption(
+    option("--llem-json", metavar="PATH", help="write the session's summary, verdicts and every result as JSON")
+    option("--llem-csv", metavar="PATH", help="write one CSV row per experiment and one per item")
+    option(
         "--llem-markdown",
-        dest="llem_markdown",
-        default=None,
         metavar="PATH",
         help="append a markdown summary (also appended to $GITHUB_STEP_SUMMARY when that is set)",
     )
-    group.addoption(
+    option(
         "--llem-plots",
-        dest="llem_plots",
-        default=None,
         metavar="DIR",
-        help="write PNG plots (each metric against each swept parameter; energy per token against latency, Pareto "
-        "front marked); needs pytest-llem[plots]",
+        help=(
+            "write PNG plots (each metric against each swept parameter; energy per token against latency, "
+            "Pareto front marked); needs pytest-llem[plots]"
+        ),
     )
-    group.addoption(
+    option(
         "--llem-meter",
-        dest="llem_meter",
-        default=None,
         choices=list(METER_CHOICES),
-        help="energy meter: auto (Zeus with whatever devices it finds), zeus (fail items if it finds none) or none; "
-        "beats the study's energy.meter",
+        help=(
+            "energy meter: auto (Zeus with whatever devices it finds), zeus (fail items if it finds none) or "
+            "none; beats the study's energy.meter"
+        ),
     )
-    group.addoption(
+    option(
         "--llem-strict",
-        dest="llem_strict",
         action="store_true",
-        default=False,
         help="fail an item whose energy measurement raised a validity warning (short window, 0 J, ...)",
     )
     parser.addini("llem_cycles", "default number of cycles when neither the command line nor the study says")

@@ -10,7 +10,6 @@ the good direction; **inconclusive** when beyond the threshold but not significa
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import statistics
@@ -191,42 +190,29 @@ def compare(
     alpha: float = DEFAULT_ALPHA,
 ) -> Verdict:
     """The verdict for one metric of one experiment, from the cycles of the baseline and of this run."""
-    verdict = _compare(metric, baseline, current, threshold_pct, alpha)
-    old, new = Summary.of(_positive(baseline)), Summary.of(_positive(current))
-    return dataclasses.replace(
-        verdict,
-        threshold_pct=threshold_pct,
-        baseline_ci=old.half_width,
-        current_ci=new.half_width,
-        baseline_n=old.n,
-        current_n=new.n,
-    )
-
-
-def _compare(
-    metric: str,
-    baseline: Sequence[float],
-    current: Sequence[float],
-    threshold_pct: float,
-    alpha: float = DEFAULT_ALPHA,
-) -> Verdict:
     if metric not in DIRECTION:
         raise ValueError(f"no known direction for {metric!r}; known: {', '.join(sorted(DIRECTION))}")
     direction = DIRECTION[metric]
-    old, new = _positive(baseline), _positive(current)
-    if not old and not new:
-        return Verdict(metric, "not measured", None, None, None, None, None, "neither run measured it")
-    if not old or not new:
-        side = "the baseline" if not old else "this run"
-        return Verdict(metric, "inconclusive", None, None, None, None, None, f"{side} has no measured value")
-    old_mean, new_mean = statistics.fmean(old), statistics.fmean(new)
+    before, now = Summary.of(_positive(baseline)), Summary.of(_positive(current))
+
+    def verdict(
+        outcome: str, reason: str, change: float | None = None, p: float | None = None, mde: float | None = None
+    ) -> Verdict:
+        return Verdict(
+            metric, outcome, before.mean, now.mean, change, p, mde, reason, threshold_pct,
+            before.half_width, now.half_width, before.n, now.n,
+        )  # fmt: skip
+
+    if not before.n and not now.n:
+        return verdict("not measured", "neither run measured it")
+    if not before.n or not now.n:
+        return verdict("inconclusive", f"{'the baseline' if not before.n else 'this run'} has no measured value")
+    old, new = before.samples, now.samples
     log_old, log_new = [math.log(v) for v in old], [math.log(v) for v in new]
     # The change is the ratio of geometric means: the quantity the test on logs is about.
     change_pct = (math.exp(statistics.fmean(log_new) - statistics.fmean(log_old)) - 1) * 100
     if len(old) < 2 or len(new) < 2:
-        return Verdict(
-            metric, "inconclusive", old_mean, new_mean, change_pct, None, None, "fewer than 2 cycles on a side"
-        )
+        return verdict("inconclusive", "fewer than 2 cycles on a side", change_pct)
 
     from scipy import stats  # at report time only
 
@@ -237,7 +223,7 @@ def _compare(
     var_old, var_new = statistics.variance(log_old), statistics.variance(log_new)
     se = math.sqrt(var_old / len(old) + var_new / len(new))
     if se == 0:  # identical cycles on both sides: any difference at all is exact
-        p_value = 0.0 if new_mean != old_mean else 1.0
+        p_value = 0.0 if change_pct != 0 else 1.0
         mde = 0.0
     else:
         df = _welch_df(var_old, len(old), var_new, len(new))
@@ -252,7 +238,7 @@ def _compare(
         outcome, reason = "inconclusive", f"beyond {threshold_pct:g}% but not significant at {alpha:g}"
     else:
         outcome, reason = "unchanged", f"within {threshold_pct:g}%"
-    return Verdict(metric, outcome, old_mean, new_mean, change_pct, p_value, mde, reason)
+    return verdict(outcome, reason, change_pct, p_value, mde)
 
 
 def _welch_df(var_a: float, n_a: int, var_b: float, n_b: int) -> float:
