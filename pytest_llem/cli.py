@@ -12,7 +12,6 @@ Only light modules are imported: scipy comes in when compare tests, matplotlib w
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 from collections import Counter
@@ -24,10 +23,10 @@ from .report.table import render_session
 from .results import baselines, gate
 from .results.baselines import Baseline
 from .results.runfolder import RunFolder, merge
-from .results.store import RUN_ID
+from .results.store import BASELINES, DEFAULT_RESULTS_DIR, RUN_ID, RUNS
+from .study.ids import safe_name
 
-DEFAULT_RESULTS_DIR = Path(".llem")  # the plugin's default, relative to where llem runs (usually the rootdir)
-DEFAULT_FAIL = "5%"
+RESULTS_DIR = Path(DEFAULT_RESULTS_DIR)  # the plugin's default, relative to where llem runs (usually the rootdir)
 REGRESSED, USAGE = 1, 2
 
 
@@ -70,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     run_help = "run folder, run id or folder of runs (latest run); default: .llem"
 
     report = commands.add_parser("report", help="print a run's table")
-    report.add_argument("run", nargs="?", default=str(DEFAULT_RESULTS_DIR), metavar="RUN", help=run_help)
+    report.add_argument("run", nargs="?", default=str(RESULTS_DIR), metavar="RUN", help=run_help)
     report.add_argument("--plots", metavar="DIR", type=Path, help="also write plots of the results into DIR")
     report.set_defaults(command=_report)
 
@@ -78,12 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "baseline", metavar="BASELINE", help="saved baseline (name, path to its .json, latest) or a run folder"
     )
-    compare.add_argument("run", nargs="?", default=str(DEFAULT_RESULTS_DIR), metavar="RUN", help=run_help)
+    compare.add_argument("run", nargs="?", default=str(RESULTS_DIR), metavar="RUN", help=run_help)
     compare.add_argument(
         "--fail",
         action="append",
         metavar="METRIC:PCT",
-        help=f"a regression is a change beyond PCT in METRIC's bad direction (repeatable; default {DEFAULT_FAIL})",
+        help="a regression is a change beyond PCT in METRIC's bad direction "
+        f"(repeatable; default {gate.DEFAULT_THRESHOLD.pct:g}%%)",
     )
     compare.add_argument("--alpha", type=_probability, default=gate.DEFAULT_ALPHA, help="significance level")
     compare.add_argument("--any-hardware", action="store_true", help="compare even when the hardware differs")
@@ -107,7 +107,7 @@ def open_run(reference: str) -> RunFolder:
     """A run folder by path, or by bare run id under ./.llem/runs."""
     path = Path(reference)
     if not path.exists() and RUN_ID.fullmatch(reference):
-        path = DEFAULT_RESULTS_DIR / "runs" / reference
+        path = RESULTS_DIR / RUNS / reference
     return RunFolder.open(path)
 
 
@@ -117,11 +117,12 @@ def open_run(reference: str) -> RunFolder:
 def _report(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     print(describe_run(run))
-    print("\n".join(render_session(run.session())))
+    session = run.session()
+    print("\n".join(render_session(session)))
     if args.plots is not None:
         from .report.plots import write_plots  # matplotlib only when asked for
 
-        for path in write_plots(run.results(), args.plots):
+        for path in write_plots(session, args.plots):
             print(f"plot: {path}")
     return 0
 
@@ -137,7 +138,7 @@ def describe_run(run: RunFolder) -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    thresholds = [gate.Threshold.parse(text) for text in args.fail or [DEFAULT_FAIL]]
+    thresholds = [gate.Threshold.parse(text) for text in args.fail] if args.fail else [gate.DEFAULT_THRESHOLD]
     run = open_run(args.run)
     baseline = load_baseline(args.baseline, run)
     note = _hardware_note(baseline, run, args.any_hardware)
@@ -148,7 +149,7 @@ def _compare(args: argparse.Namespace) -> int:
     if note:
         print(f"note: {note}; compared anyway (--any-hardware)")
     regressed: list[str] = []
-    judged = baselines.judge_results(baseline, run.results(), thresholds, args.alpha)
+    judged = baselines.judge_results(baseline, run.results, thresholds, args.alpha)
     for found in judged:
         name = f"{found.study}::{found.experiment_id}"
         if found.verdicts is None:
@@ -171,12 +172,12 @@ def _compare(args: argparse.Namespace) -> int:
 def load_baseline(reference: str, run: RunFolder) -> Baseline:
     """A saved baseline (name, path or ``latest``, names looked up in the ``baselines`` folder beside the run's
     ``runs`` folder), or a run folder whose passed results become a baseline named after it."""
-    baselines_dir = run.folder.parent.parent / "baselines"
+    baselines_dir = run.folder.parent.parent / BASELINES
     saved = reference == "latest" or (baselines_dir / f"{reference}.json").is_file()
     if not saved and (Path(reference).is_dir() or RUN_ID.fullmatch(reference)):
         other = open_run(reference)
-        name = re.sub(r"[^\w.+-]", "_", other.run_id)  # a merged folder may have any name; a baseline may not
-        return baselines.build(name, other.results(), other.run_id, other.environment)
+        name = safe_name(other.run_id)  # a merged folder may have any name; a baseline may not
+        return baselines.build(name, other.results, other.run_id, other.environment)
     return baselines.load(reference, baselines_dir)
 
 
@@ -206,7 +207,7 @@ def _merge(args: argparse.Namespace) -> int:
     merged = merge(folders, args.out)
     sources = ", ".join(folder.run_id for folder in folders)
     print(f"merged {len(folders)} runs ({sources}) into {merged.folder}")
-    print(f"{describe_run(merged)}; {len(merged.results())} results")
+    print(f"{describe_run(merged)}; {len(merged.results)} results")
     return 0
 
 

@@ -16,12 +16,20 @@ from .errors import LlemError
 from .items import comparison_key, session_key
 from .measurement import MeasurementSession
 from .results import baselines
-from .results.gate import DEFAULT_ALPHA, Threshold, ThresholdError, Verdict, parse_alpha, worst
+from .results.gate import (
+    DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD,
+    Threshold,
+    ThresholdError,
+    Verdict,
+    parse_alpha,
+    verdict_record,
+    worst,
+)
 from .results.schema import ItemResult
 from .results.session import SessionResults
 
 GATE_PROPERTY = "llem_gate"
-DEFAULT_THRESHOLD = Threshold(None, 5.0)
 
 
 class GateFailure(LlemError):
@@ -150,8 +158,7 @@ class GateItem(pytest.Item):
             if found.verdicts is None:
                 continue
             judged[found.experiment_id] = found.verdicts
-            verdicts = [v.as_dict() for v in found.verdicts]
-            record = {"study": found.study, "experiment_id": found.experiment_id, "verdicts": verdicts}
+            record = verdict_record(found.study, found.experiment_id, found.verdicts)
             self.user_properties.append((GATE_PROPERTY, json.dumps(record)))
         if not judged:
             pytest.skip(f"baseline {comparison.baseline.name!r} has no {self.describe} (same config hash)")

@@ -97,7 +97,7 @@ def _plots(session: SessionResults, plots_dir: Path) -> list[str]:
     from .report.plots import write_plots
 
     try:
-        paths = write_plots([*session.results], plots_dir)
+        paths = write_plots(session, plots_dir)
     except (LlemError, OSError) as exc:
         session.notes.append(f"pytest-llem: no plots: {exc}")
         return []

@@ -16,6 +16,7 @@ from .energy.meter import METER_CHOICES
 from .fixtures import llem_energy as llem_energy
 from .fixtures import record_windows
 from .items import (
+    EFFECTIVE_EXECUTION_DEFAULTS,
     StudyFile,
     check_execution_options,
     comparison_key,
@@ -27,6 +28,7 @@ from .items import (
     session_key,
 )
 from .report.table import render_session
+from .results.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from .results.session import SessionResults
 
 
@@ -47,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option(
         "--llem-cycle-order",
         choices=[o.value for o in CycleOrder],
-        help="how cycles are laid out (default interleaved)",
+        help=f"how cycles are laid out (default {EFFECTIVE_EXECUTION_DEFAULTS['cycle_order']})",
     )
     option(
         "--llem-shuffle-seed",
@@ -102,10 +104,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="METRIC:PCT",
         help=(
             "regression threshold of the gate (repeatable), e.g. energy_per_output_token_j:5%% or "
-            "tokens_per_s:5%%; a bare PCT gates energy per token where energy was measured, else tokens/s (default 5%%)"
+            "tokens_per_s:5%%; a bare PCT gates energy per token where energy was measured, else tokens/s "
+            f"(default {DEFAULT_THRESHOLD.pct:g}%%)"
         ),
     )
-    option("--llem-alpha", metavar="A", help="significance level of the gate's Welch t-test (default 0.05)")
+    option(
+        "--llem-alpha", metavar="A", help=f"significance level of the gate's Welch t-test (default {DEFAULT_ALPHA:g})"
+    )
     option(
         "--llem-compare-any-hardware",
         action="store_true",
@@ -146,7 +151,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llem_isolation", "default isolation of items: process or none")
     parser.addini("llem_timeout", "default per-item timeout in seconds (isolation: process)")
     parser.addini("llem_fail", "regression thresholds of the gate, one METRIC:PCT per line", type="linelist")
-    parser.addini("llem_alpha", "significance level of the gate (default 0.05)")
+    parser.addini("llem_alpha", f"significance level of the gate (default {DEFAULT_ALPHA:g})")
     parser.addini(
         "llem_meter", "default energy meter when neither the command line nor the study says: auto, zeus, none"
     )

@@ -11,9 +11,10 @@ from .errors import LlemError
 from .items import RESUMED_PROPERTY, ExperimentItem, InvalidConfigItem, store_key
 from .measurement import MeasurementSession
 from .results import baselines
+from .results.runfolder import RunFolder
 from .results.schema import ItemResult
 from .results.session import SessionResults
-from .results.store import RUN_ID, ItemEntry, RunStore
+from .results.store import BASELINES, DEFAULT_RESULTS_DIR, FINISHED, RUN_ID, RUNS, ItemEntry, RunStore
 
 __all__ = [
     "check_save_name",
@@ -27,17 +28,16 @@ __all__ = [
     "save_baseline",
     "store_key",
 ]
-DEFAULT_RESULTS_DIR = ".llem"
 
 
 def runs_dir(config: pytest.Config) -> Path:
     chosen = config.getoption("llem_results_dir") or config.getini("llem_results_dir") or DEFAULT_RESULTS_DIR
     path = Path(chosen).expanduser()
-    return (path if path.is_absolute() else config.rootpath / path) / "runs"
+    return (path if path.is_absolute() else config.rootpath / path) / RUNS
 
 
 def baselines_dir(config: pytest.Config) -> Path:
-    return runs_dir(config).parent / "baselines"
+    return runs_dir(config).parent / BASELINES
 
 
 def _writes_runs(config: pytest.Config) -> bool:
@@ -77,17 +77,19 @@ def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:
         except OSError as exc:
             raise pytest.UsageError(f"pytest-llem: cannot create the run folder in {runs_dir(config)}: {exc}") from None
     entries = []
+    cycle_orders = {}
     for item in items:
         if isinstance(item, ExperimentItem):
             study = item.parent.nodeid if item.parent else ""
             entries.append(ItemEntry(item.nodeid, study, item.study_design_hash, item.experiment_id, item.cycle))
+            cycle_orders[study] = str(item.execution.cycle_order)
         elif isinstance(item, InvalidConfigItem):
             study = item.parent.nodeid if item.parent else ""
             reason = item.skipped.reason
             entries.append(
                 ItemEntry(item.nodeid, study, item.study_design_hash, item.name, None, "skipped", error=reason)
             )
-    store.register(entries)
+    store.register(entries, cycle_orders)
 
 
 def item_started(store: RunStore | None, nodeid: str) -> None:
@@ -140,46 +142,48 @@ def check_save_name(config: pytest.Config) -> None:
 
 
 def save_baseline(
-    config: pytest.Config, store: RunStore | None, session: SessionResults, measuring: MeasurementSession
+    config: pytest.Config, run: RunFolder | None, session: SessionResults, measuring: MeasurementSession
 ) -> str | None:
     """--llem-save=NAME: this run's passed results (the whole run folder's, when resumed) as a named baseline."""
     name = config.getoption("llem_save")
     if name is None or hasattr(config, "workerinput"):
         return None
-    results = store.passed_results() if store is not None else []
+    results = list(run.results) if run is not None else []
     results += [r for r in session.results if r.kind == "fixture"]  # fixture windows are not in the run folder
     if not results:
         return f"pytest-llem: nothing passed, so no baseline {name!r} was saved"
-    baseline = baselines.build(name, results, store.run_id if store else None, measuring.environment())
+    baseline = baselines.build(name, results, run.run_id if run else None, measuring.environment())
     path = baselines.save(baseline, baselines_dir(config))
     return f"pytest-llem: baseline {name!r} saved to {path} ({len(baseline.experiments)} experiments)"
 
 
 def finish(config: pytest.Config, session: SessionResults, measuring: MeasurementSession) -> None:
     """End of session: close the run folder, save the baseline asked for, and say where it went."""
-    store = config.stash[store_key]
-    close(store, session, measuring)
-    saved = save_baseline(config, store, session, measuring)
+    run = close(config.stash[store_key], session, measuring)
+    saved = save_baseline(config, run, session, measuring)
     if saved:
         session.notes.append(saved)
 
 
-def close(store: RunStore | None, session: SessionResults, measuring: MeasurementSession) -> None:
-    """Final status and summary. A session that ran nothing (a resume refused while collecting) leaves the run as it
-    was; the summary covers every passed result in the folder, this session's and the resumed run's."""
+def close(store: RunStore | None, session: SessionResults, measuring: MeasurementSession) -> RunFolder | None:
+    """Final status and summary; returns the run as written (its results read once, for the summary and a baseline).
+    A session that ran nothing (a resume refused while collecting) leaves the run as it was; the summary covers every
+    passed result and every study in the folder, this session's and the resumed run's."""
     if store is None:
-        return
+        return None
     if store.interrupted:
         store.close("interrupted")
     if not store.touched:
-        return
+        return None
     if session.results or session.failed_results:
         store.write_environment(measuring.environment())
-    whole = SessionResults(studies=session.studies, results=store.passed_results())
-    for entry in store.items.values():
-        if entry.status == "failed" and entry.cycle is not None:
-            whole.add_failure(entry.study, entry.experiment_id)
-    store.write_summary(whole.summary_document())
+    try:
+        run = RunFolder.open(store.folder)
+        store.write_summary(run.session().summary_document())
+    except LlemError as exc:
+        session.notes.append(f"pytest-llem: no summary.json for run {store.run_id}: {exc}")
+        run = None
     if not store.interrupted:
-        pending = any(e.status in ("pending", "running") for e in store.items.values())
+        pending = any(e.status not in FINISHED for e in store.items.values())
         store.close("incomplete" if pending else "complete")
+    return run

@@ -7,20 +7,15 @@ import csv
 import io
 from typing import Any
 
-from ..results.gate import worst
+from ..results.gate import verdict_record, worst
 from ..results.schema import SCHEMA_VERSION, ItemResult
 from ..results.session import SUMMARY_METRICS, SessionResults
 from .table import columns_for
 
 
-def _studies(session: SessionResults) -> list[str]:
-    return [*session.studies, *session.fixture_groups()]
-
-
 def json_document(session: SessionResults, run_id: str | None) -> dict[str, Any]:
     verdicts = [
-        {"study": study, "experiment_id": experiment_id, "verdicts": [v.as_dict() for v in found]}
-        for (study, experiment_id), found in session.verdicts.items()
+        verdict_record(study, experiment_id, found) for (study, experiment_id), found in session.verdicts.items()
     ]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -68,7 +63,7 @@ def csv_text(session: SessionResults) -> str:
     writer = csv.DictWriter(out, fieldnames=_csv_columns(), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     first_result = {(r.study, r.experiment_id): r for r in reversed([*session.results, *session.failed_results])}
-    for study in _studies(session):
+    for study in session.groups():
         for summary in session.summarise(study):
             verdicts = session.verdicts.get((study, summary.experiment_id), [])
             example = first_result.get((study, summary.experiment_id))
@@ -111,13 +106,12 @@ def markdown_text(session: SessionResults, run_id: str | None) -> str:
     if session.baseline_name is not None:
         lines.append(f"\nCompared with baseline `{session.baseline_name}`: {len(regressions)} regression(s).")
         lines += regressions
-    for study in _studies(session):
+    for study in session.groups():
         rows = session.summarise(study)
         if not rows:
             continue
         columns = columns_for(study, session)
-        overview = session.studies.get(study)
-        lines += ["", f"### {overview.header_line() if overview else study + ': llem_energy windows'}", ""]
+        lines += ["", f"### {session.title(study)}", ""]
         lines.append("| " + " | ".join(name for name, _ in columns) + " |")
         lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
         lines += ["| " + " | ".join(render(row).replace("|", "\\|") for _, render in columns) + " |" for row in rows]

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import textwrap
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..errors import LlemError
-from ..results.schema import ItemResult
-from ..results.stats import Summary
+from ..results.session import ExperimentSummary, SessionResults
+from ..study.ids import lookup, safe_name, varying_paths
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -52,6 +51,7 @@ INSTALL_HINT = "plots need matplotlib: pip install 'pytest-llem[plots]'"
 MAX_LABELLED_TICKS = 12
 
 Scalar = str | int | float | bool | None
+Setting = tuple[str, ...]  # a path into an experiment's config, shown dotted: decoder.temperature
 
 
 class PlotsUnavailable(LlemError):
@@ -60,21 +60,20 @@ class PlotsUnavailable(LlemError):
 
 @dataclass(frozen=True)
 class Experiment:
-    """The cycles of one experiment, with its settings flattened to dotted keys (``decoder.temperature``)."""
+    """An experiment's row of ``SessionResults.summarise`` and the config (``identity()``) its cycles ran."""
 
-    experiment_id: str
-    settings: dict[str, Scalar]
-    cycles: tuple[ItemResult, ...]
-    _summaries: dict[str, Summary] = field(default_factory=dict, compare=False, repr=False)
+    row: ExperimentSummary
+    config: dict[str, Any]
 
-    def summary(self, metric: str) -> Summary:
-        # Cached: a 95% CI costs a scipy call, and each metric is drawn once per swept setting.
-        if metric not in self._summaries:
-            self._summaries[metric] = Summary.of([cycle.value(metric) for cycle in self.cycles])
-        return self._summaries[metric]
+    @property
+    def experiment_id(self) -> str:
+        return self.row.experiment_id
+
+    def setting(self, path: Setting) -> Scalar:
+        return config_value(self.config, path)
 
     def mean(self, metric: str) -> float | None:
-        return self.summary(metric).mean
+        return self.row.metrics[metric].mean
 
     # What matplotlib draws: NaN where there is nothing (no point, no error bar), never a zero standing in for it.
 
@@ -84,20 +83,22 @@ class Experiment:
 
     def plotted_half_width(self, metric: str) -> float:
         """Half the 95% CI; NaN where a single cycle gives no interval."""
-        half_width = self.summary(metric).half_width
+        half_width = self.row.metrics[metric].half_width
         return half_width if half_width is not None else math.nan
 
 
-def write_plots(results: Sequence[ItemResult], out_dir: Path) -> list[Path]:
-    """Write every plot the results allow into ``out_dir`` (created if needed); the written files, sorted."""
+def write_plots(session: SessionResults, out_dir: Path) -> list[Path]:
+    """Write every plot the session's results allow into ``out_dir`` (created if needed); the written files, sorted."""
     _require_matplotlib()
     out_dir.mkdir(parents=True, exist_ok=True)
-    groups = _group(results)
-    stems = _file_stems(sorted({study for study, _ in groups}))
+    fixture_groups = session.fixture_groups()
+    found = {study: _experiments(session, study) for study in session.groups()}
+    studies = {study: experiments for study, experiments in found.items() if experiments}
+    stems = _file_stems(sorted(studies))
     written: list[Path] = []
-    for (study, kind), experiments in groups.items():
+    for study, experiments in studies.items():
         stem = stems[study]
-        if kind == "fixture":
+        if study in fixture_groups:
             written += _plot_windows(study, stem, experiments, out_dir)
         else:
             written += _plot_sweeps(study, stem, experiments, out_dir)
@@ -124,43 +125,33 @@ def _require_matplotlib() -> None:
         raise PlotsUnavailable(INSTALL_HINT) from exc
 
 
-# --- grouping -------------------------------------------------------------------------------------------------------
+# --- experiments and their settings ---------------------------------------------------------------------------------
 
 
-def _group(results: Sequence[ItemResult]) -> dict[tuple[str, str], list[Experiment]]:
-    """(study, kind) → its experiments, in first-seen order."""
-    cycles: dict[tuple[str, str], dict[str, list[ItemResult]]] = defaultdict(lambda: defaultdict(list))
-    for result in results:
-        cycles[(result.study, result.kind)][result.experiment_id].append(result)
-    return {
-        key: [Experiment(eid, flatten(runs[0].config), tuple(runs)) for eid, runs in by_id.items()]
-        for key, by_id in cycles.items()
-    }
+def _experiments(session: SessionResults, study: str) -> list[Experiment]:
+    """The study's experiments that passed a cycle (only those have a config and means), in the session's order."""
+    configs = {r.experiment_id: r.config for r in session.results if r.study == study}
+    return [
+        Experiment(row, configs[row.experiment_id]) for row in session.summarise(study) if row.experiment_id in configs
+    ]
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Scalar]:
-    """Nested sections become dotted keys; lists become their JSON text, so every value can be compared and shown."""
-    flat: dict[str, Scalar] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, str | int | float | bool) or value is None:
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value, sort_keys=True)
-    return flat
-
-
-def swept_settings(experiments: Sequence[Experiment]) -> list[str]:
-    """The settings whose values differ between experiments, sorted. A missing key counts as None: a section
+def swept_settings(configs: Sequence[Mapping[str, Any]]) -> list[Setting]:
+    """The settings whose values differ between configs, sorted by dotted name. Unset and absent are alike: a section
     absent for one backend (``vllm.*`` under pytorch) is not a sweep of its own."""
-    keys = sorted({key for experiment in experiments for key in experiment.settings})
-    return [key for key in keys if len({_setting(e, key) for e in experiments}) > 1]
+    varying = varying_paths(configs)
+    return sorted((p for p in varying if len({config_value(c, p) for c in configs}) > 1), key=_dotted)
 
 
-def _setting(experiment: Experiment, key: str) -> Scalar:
-    return experiment.settings.get(key)
+def config_value(config: Mapping[str, Any], path: Setting) -> Scalar:
+    """A setting's value, None where unset or absent; a list as its JSON text, so every value can be compared and
+    shown."""
+    value = lookup(config, path)
+    return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value, sort_keys=True)
+
+
+def _dotted(path: Setting) -> str:
+    return ".".join(path)
 
 
 def _file_stems(studies: Sequence[str]) -> dict[str, str]:
@@ -173,40 +164,40 @@ def _file_stems(studies: Sequence[str]) -> dict[str, str]:
 
 
 def _file_name(name: str) -> str:
-    return re.sub(r"[^\w.+-]", "_", name) + ".png"
+    return safe_name(name) + ".png"
 
 
 # --- metric against a swept setting ---------------------------------------------------------------------------------
 
 
 def _plot_sweeps(study: str, stem: str, experiments: Sequence[Experiment], out_dir: Path) -> list[Path]:
-    swept = swept_settings(experiments)
+    swept = swept_settings([e.config for e in experiments])
     written = []
     for setting in swept:
         others = [other for other in swept if other != setting]
         for metric in PLOT_METRICS:
-            path = out_dir / _file_name(f"{stem}-{metric}-vs-{setting}")
+            path = out_dir / _file_name(f"{stem}-{metric}-vs-{_dotted(setting)}")
             if _plot_metric_against(study, experiments, metric, setting, others, path):
                 written.append(path)
     return written
 
 
 def _plot_metric_against(
-    study: str, experiments: Sequence[Experiment], metric: str, setting: str, others: Sequence[str], path: Path
+    study: str, experiments: Sequence[Experiment], metric: str, setting: Setting, others: Sequence[Setting], path: Path
 ) -> bool:
     numeric = _is_numeric(experiments, setting)
     # A numeric axis has no place for "not set"; a categorical one shows it as the category None.
-    shown = [e for e in experiments if e.mean(metric) is not None and not (numeric and _setting(e, setting) is None)]
+    shown = [e for e in experiments if e.mean(metric) is not None and not (numeric and e.setting(setting) is None)]
     if not shown:
         return False
-    positions = _positions([_setting(e, setting) for e in shown], numeric)
+    positions = _positions([e.setting(setting) for e in shown], numeric)
     figure, axes = _new_figure()
     series = _series(shown, others)
     for index, (label, members) in enumerate(series.items()):
         offset = 0.0 if numeric else _dodge(index, len(series))
-        members = sorted(members, key=lambda e: positions[_setting(e, setting)])
+        members = sorted(members, key=lambda e: positions[e.setting(setting)])
         axes.errorbar(
-            [positions[_setting(e, setting)] + offset for e in members],
+            [positions[e.setting(setting)] + offset for e in members],
             [e.plotted_mean(metric) for e in members],
             yerr=[e.plotted_half_width(metric) for e in members],
             marker="o",
@@ -215,17 +206,17 @@ def _plot_metric_against(
             label=_literal(label) if label else None,
         )
     _label_x_axis(axes, positions, numeric)
-    axes.set_xlabel(_literal(setting))
+    axes.set_xlabel(_literal(_dotted(setting)))
     axes.set_ylabel(AXIS_LABELS[metric])
-    axes.set_title(_literal(f"{study}: {metric} vs {setting}\nmean ± 95% CI over cycles"), fontsize="medium")
+    axes.set_title(_literal(f"{study}: {metric} vs {_dotted(setting)}\nmean ± 95% CI over cycles"), fontsize="medium")
     if others:
         axes.legend(fontsize="small")
     _save(figure, path)
     return True
 
 
-def _is_numeric(experiments: Sequence[Experiment], setting: str) -> bool:
-    values = [_setting(e, setting) for e in experiments if _setting(e, setting) is not None]
+def _is_numeric(experiments: Sequence[Experiment], setting: Setting) -> bool:
+    values = [e.setting(setting) for e in experiments if e.setting(setting) is not None]
     return bool(values) and all(_is_number(value) for value in values)
 
 
@@ -247,14 +238,14 @@ def _positions(values: Sequence[Scalar], numeric: bool) -> dict[Scalar, float]:
     return {value: float(index) for index, value in enumerate(distinct)}
 
 
-def _series(experiments: Sequence[Experiment], others: Sequence[str]) -> dict[str, list[Experiment]]:
+def _series(experiments: Sequence[Experiment], others: Sequence[Setting]) -> dict[str, list[Experiment]]:
     """One series per combination of the other swept settings, labelled ``backend=pytorch, precision=fp16``."""
     keyed: dict[tuple[Scalar, ...], list[Experiment]] = defaultdict(list)
     for experiment in experiments:
-        keyed[tuple(_setting(experiment, other) for other in others)].append(experiment)
+        keyed[tuple(experiment.setting(other) for other in others)].append(experiment)
     ordered = sorted(keyed.items(), key=lambda item: [_order(value) for value in item[0]])
     return {
-        ", ".join(f"{other}={value!s}" for other, value in zip(others, key, strict=True)): members
+        ", ".join(f"{_dotted(other)}={value!s}" for other, value in zip(others, key, strict=True)): members
         for key, members in ordered
     }
 

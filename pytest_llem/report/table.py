@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from ..results.gate import Verdict
 from ..results.session import ExperimentSummary, SessionResults, StudyOverview
-from ..results.stats import Summary
-
-
-def _digits(value: float) -> int:
-    """Decimals that show about three significant figures (0.0523 J/tok, 12.3 W, 1234 J)."""
-    if value == 0 or not math.isfinite(value):
-        return 1
-    return max(0, min(4, 2 - math.floor(math.log10(abs(value)))))
+from ..results.stats import Summary, display_digits
 
 
 def _mean_ci(summary: Summary, scale: float = 1.0, digits: int | None = 1) -> str:
@@ -22,7 +14,7 @@ def _mean_ci(summary: Summary, scale: float = 1.0, digits: int | None = 1) -> st
     if summary.mean is None:
         return "-"
     if digits is None:
-        digits = _digits(summary.mean * scale)
+        digits = display_digits(summary.mean * scale)
     text = f"{summary.mean * scale:.{digits}f}"
     if summary.half_width is not None:
         text += f" ± {summary.half_width * scale:.{digits}f}"
@@ -103,7 +95,7 @@ def render_study(overview: StudyOverview, session: SessionResults) -> list[str]:
 
 def render_fixture_group(study: str, session: SessionResults) -> list[str]:
     rows = session.summarise(study)
-    return [f"{study}: llem_energy windows", *render_rows(rows, columns_for(study, session))]
+    return [session.title(study), *render_rows(rows, columns_for(study, session))]
 
 
 def render_footer(session: SessionResults) -> list[str]:

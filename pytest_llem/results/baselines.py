@@ -102,22 +102,11 @@ def load(reference: str, baselines_dir: Path) -> Baseline:
         raise BaselineError(f"{path} is not a readable baseline: {exc}") from None
 
 
-def hardware(environment: Environment) -> str:
-    """What makes energy figures comparable: the GPUs (name, power limit) and their driver, or the CPU without GPUs."""
-    if environment.gpus:
-        gpus = ", ".join(
-            f"{g.name or 'unknown GPU'}" + (f" ({g.power_limit_w:g} W limit)" if g.power_limit_w else "")
-            for g in environment.gpus
-        )
-        return f"{gpus}, driver {environment.gpu_driver or 'unknown'}"
-    return f"{environment.cpu_model or 'unknown CPU'} (no GPU)"
-
-
 def hardware_difference(baseline: Baseline, current: Environment) -> str | None:
     """Why this baseline's figures are not comparable with this machine's, or None when the hardware matches."""
     if baseline.environment is None:
         return None
-    before, now = hardware(baseline.environment), hardware(current)
+    before, now = baseline.environment.hardware, current.hardware
     if before == now:
         return None
     return f"baseline {baseline.name!r} was measured on {before}; this run is on {now}"

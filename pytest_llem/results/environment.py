@@ -51,6 +51,18 @@ class Environment(BaseModel):
         key = self.model_dump_json(include={"cpu_model", "gpus", "gpu_driver", "versions", "platform"})
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
+    @property
+    def hardware(self) -> str:
+        """What makes energy figures comparable: the GPUs (name, power limit) and their driver, or the CPU without
+        GPUs."""
+        if self.gpus:
+            gpus = ", ".join(
+                f"{g.name or 'unknown GPU'}" + (f" ({g.power_limit_w:g} W limit)" if g.power_limit_w else "")
+                for g in self.gpus
+            )
+            return f"{gpus}, driver {self.gpu_driver or 'unknown'}"
+        return f"{self.cpu_model or 'unknown CPU'} (no GPU)"
+
     def describe(self) -> str:
         gpus = ", ".join(f"{g.name or 'GPU'} #{g.index}" for g in self.gpus) or "no GPU"
         versions = ", ".join(f"{name} {v}" for name, v in self.versions.items() if v and name != "pytest")

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .stats import Summary
+from .stats import Summary, display_digits
 
 # +1: a higher value is worse (energy, latency); -1: a lower value is worse (throughput).
 DIRECTION: dict[str, int] = {
@@ -76,6 +76,9 @@ class Threshold:
 
     def label(self) -> str:
         return f"{self.metric or 'default metric'}:{self.pct:g}%"
+
+
+DEFAULT_THRESHOLD = Threshold(None, 5.0)
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,13 @@ class Verdict:
 
 
 def _with_ci(mean: float, half_width: float | None) -> str:
-    digits = max(0, min(6, 2 - math.floor(math.log10(abs(mean))))) if mean else 1
+    digits = display_digits(mean)
     return f"{mean:.{digits}f}" + (f" ± {half_width:.{digits}f}" if half_width is not None else "")
+
+
+def verdict_record(study: str, experiment_id: str, verdicts: Sequence[Verdict]) -> dict[str, object]:
+    """One experiment's verdicts as JSON-ready data: what a gate item's report carries and the JSON report lists."""
+    return {"study": study, "experiment_id": experiment_id, "verdicts": [v.as_dict() for v in verdicts]}
 
 
 def worst(verdicts: Sequence[Verdict]) -> str | None:

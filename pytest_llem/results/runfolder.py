@@ -7,7 +7,6 @@ and how they ended, ``results/`` holds the measured ones, ``env.json`` the machi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -20,11 +19,23 @@ from typing import Any
 from .environment import Environment
 from .schema import ItemResult
 from .session import SessionResults, StudyOverview
-from .store import MANIFEST, RESULTS, ItemEntry, RunFolderError, _umask, latest_run, write_json
+from .store import (
+    ENVIRONMENT,
+    FINISHED,
+    MANIFEST,
+    RESULTS,
+    RUNS,
+    SUMMARY,
+    ItemEntry,
+    RunFolderError,
+    current_umask,
+    latest_run,
+    manifest_entries,
+    read_manifest,
+    read_result,
+    write_json,
+)
 
-ENVIRONMENT = "env.json"
-SUMMARY = "summary.json"
-DONE = ("passed", "failed", "skipped")  # an item in any other state (pending, running, interrupted) has yet to run
 # An item's identity inside a merge: skipped configs have no cycle, so their label (experiment_id) tells them apart.
 MergeKey = tuple[str, str, str, int | None]
 
@@ -41,13 +52,7 @@ class RunFolder:
         """``path`` is a run folder, or a folder of runs (``.llem/runs``) or a results folder (``.llem``), which mean
         their latest run."""
         folder = _locate(Path(path))
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunFolderError(f"cannot read {folder / MANIFEST}: {exc}") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("items", []), list):
-            raise RunFolderError(f"{folder / MANIFEST} is not a run manifest")
-        return cls(folder, manifest)
+        return cls(folder, read_manifest(folder))
 
     @property
     def run_id(self) -> str:
@@ -64,10 +69,7 @@ class RunFolder:
 
     @cached_property
     def entries(self) -> list[ItemEntry]:
-        try:
-            return [ItemEntry(**raw) for raw in self.manifest.get("items", [])]
-        except TypeError as exc:
-            raise RunFolderError(f"{self.folder / MANIFEST} has an item this version cannot read: {exc}") from None
+        return manifest_entries(self.folder, self.manifest)
 
     @cached_property
     def environment(self) -> Environment | None:
@@ -78,34 +80,27 @@ class RunFolder:
                 return Environment.model_validate_json(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise RunFolderError(f"{path} is not a readable environment: {exc}") from None
-        return next((r.environment for r in self.results() if r.environment is not None), None)
+        return next((r.environment for r in self.results if r.environment is not None), None)
 
+    @cached_property
     def results(self) -> list[ItemResult]:
-        """Every passed item's result, in manifest order."""
+        """Every passed item's result, in manifest order, read once; an unreadable one is an error (a merge must not
+        lose it)."""
         return [self.result(entry) for entry in self.entries if entry.status == "passed" and entry.result_file]
 
     def result(self, entry: ItemEntry) -> ItemResult:
-        """The result file of an entry; one that is missing or unreadable is an error (a merge must not lose it)."""
-        assert entry.result_file is not None
-        path = self.folder / entry.result_file
-        try:
-            return ItemResult.model_validate_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            raise RunFolderError(f"cannot read the result of {entry.nodeid} ({path}): {_first_line(exc)}") from None
+        return read_result(self.folder, entry)
 
     def cycle_order(self, study: str) -> str:
-        """The order the study's items were laid out in: recorded by a merge, else read from the manifest's order."""
-        recorded = self.manifest.get("cycle_order", {}).get(study)
-        if recorded:
-            return str(recorded)
-        return infer_cycle_order([(e.experiment_id, e.cycle) for e in self.entries if e.study == study and e.cycle])
+        """How the study's items were laid out, as the manifest records it."""
+        return str(self.manifest.get("cycle_order", {}).get(study) or "unknown")
 
     def session(self) -> SessionResults:
         """The run as the end of a pytest session would have seen it: its studies, passed results and failures."""
         session = SessionResults()
         for study, study_hash in self.studies.items():
             session.add_study(self._overview(study, study_hash))
-        for result in self.results():
+        for result in self.results:
             session.add_result(result)
         for entry in self.entries:
             if entry.status == "failed" and entry.cycle is not None:
@@ -131,33 +126,11 @@ def _locate(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise RunFolderError(f"{path}: no such run folder")
-    for runs_dir in (path / "runs", path):  # a results folder (.llem) or a folder of runs (.llem/runs)
+    for runs_dir in (path / RUNS, path):  # a results folder (.llem) or a folder of runs (.llem/runs)
         latest = latest_run(runs_dir)
         if latest is not None:
             return latest
     raise RunFolderError(f"{path} is not a run folder (no {MANIFEST}) and holds no runs")
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def infer_cycle_order(sequence: Sequence[tuple[str, int | None]]) -> str:
-    """sequential, interleaved or shuffled, from the (experiment, cycle) items in the order they were collected;
-    "unknown" where every layout looks alike (one experiment or one cycle) or none fits."""
-    experiments = list(dict.fromkeys(experiment for experiment, _ in sequence))
-    cycles = [cycle or 0 for _, cycle in sequence]
-    if len(experiments) < 2 or max(cycles, default=0) < 2:
-        return "unknown"
-    position = {experiment: i for i, experiment in enumerate(experiments)}
-    items = [(position[experiment], cycle or 0) for experiment, cycle in sequence]
-    if items == sorted(items):
-        return "sequential"
-    if items == sorted(items, key=lambda item: (item[1], item[0])):
-        return "interleaved"
-    if cycles == sorted(cycles):
-        return "shuffled"  # each cycle in full before the next, experiments in a new order each time
-    return "unknown"
 
 
 # -- merge ------------------------------------------------------------------------------------------------------------
@@ -185,7 +158,7 @@ def merge(folders: Sequence[RunFolder], out: Path) -> RunFolder:
     chosen = _choose_entries(folders)
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    building.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a run folder is for the team to read
+    building.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; a run folder is for the team to read
     try:
         _write_merged(building, out.name, folders, studies, chosen)
         os.replace(building, out)  # over an empty folder too (POSIX)
@@ -307,7 +280,7 @@ def _manifest(
     finished = [f.manifest["finished_at"] for f in folders if f.manifest.get("finished_at") is not None]
     manifest: dict[str, Any] = {
         "run_id": run_id,
-        "status": "complete" if all(e.status in DONE for e in entries) else "incomplete",
+        "status": "complete" if all(e.status in FINISHED for e in entries) else "incomplete",
         "started_at": min(started, default=None),
         "finished_at": max(finished, default=None),
         "studies": studies,

@@ -101,7 +101,7 @@ class SessionResults:
     def summary_document(self) -> dict[str, Any]:
         """summary.json: per study and experiment, the cycles and, per metric, n, mean, stdev and the 95% CI."""
         document: dict[str, Any] = {}
-        for study in [*self.studies, *self.fixture_groups()]:
+        for study in self.groups():
             overview = self.studies.get(study)
             experiments = {}
             for row in self.summarise(study):
@@ -118,6 +118,14 @@ class SessionResults:
                 "experiments": experiments,
             }
         return document
+
+    def groups(self) -> list[str]:
+        """Everything that gets a table, in order: the studies, then the test files with ``llem_energy`` windows."""
+        return [*self.studies, *self.fixture_groups()]
+
+    def title(self, group: str) -> str:
+        overview = self.studies.get(group)
+        return overview.header_line() if overview else f"{group}: llem_energy windows"
 
     def fixture_groups(self) -> list[str]:
         """Test files whose ``llem_energy`` windows were recorded, in the order they first reported."""

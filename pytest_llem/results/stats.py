@@ -11,6 +11,13 @@ from functools import cached_property
 CONFIDENCE = 0.95
 
 
+def display_digits(value: float) -> int:
+    """Decimals that show about three significant figures (0.0523 J/tok, 12.3 W, 1234 J)."""
+    if value == 0 or not math.isfinite(value):
+        return 1
+    return max(0, min(4, 2 - math.floor(math.log10(abs(value)))))
+
+
 @dataclass(frozen=True)
 class Summary:
     """Summary of one metric over the cycles of one experiment; missing samples (None) are left out."""

@@ -18,11 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LlemError
+from ..study.ids import safe_name
 from .environment import Environment
 from .schema import ItemResult
 
+# The layout: <results dir, default .llem>/runs/<run-id>/{manifest.json, results/, env.json, summary.json} and
+# <results dir>/baselines/<name>.json.
+DEFAULT_RESULTS_DIR = ".llem"
+RUNS = "runs"
+BASELINES = "baselines"
 MANIFEST = "manifest.json"
 RESULTS = "results"
+ENVIRONMENT = "env.json"
+SUMMARY = "summary.json"
+FINISHED = ("passed", "failed", "skipped")  # any other state (pending, running, interrupted) has yet to run
 # (study, study_design_hash, experiment_id, cycle): an item's identity across runs. The study is in it because two
 # study files may hold the same experiments (the hash leaves execution settings out).
 ItemKey = tuple[str, str, str, int]
@@ -42,17 +51,45 @@ def write_json(path: Path, data: Any) -> None:
             json.dump(data, handle, indent=2, sort_keys=False)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a run folder is for the team to read
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; a run folder is for the team to read
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"cannot read {folder / MANIFEST}: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("items", []), list):
+        raise RunFolderError(f"{folder / MANIFEST} is not a run manifest")
+    return manifest
+
+
+def manifest_entries(folder: Path, manifest: dict[str, Any]) -> list[ItemEntry]:
+    try:
+        return [ItemEntry(**raw) for raw in manifest.get("items", [])]
+    except TypeError as exc:
+        raise RunFolderError(f"{folder / MANIFEST} has an item this version cannot read: {exc}") from None
+
+
+def read_result(folder: Path, entry: ItemEntry) -> ItemResult:
+    """The result file of an entry; one that is missing or unreadable is an error the caller decides about."""
+    assert entry.result_file is not None
+    path = folder / entry.result_file
+    try:
+        return ItemResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunFolderError(f"cannot read the result of {entry.nodeid} ({path}): {first_line}") from None
 
 
 def new_run_id() -> str:
@@ -66,7 +103,7 @@ def latest_run(runs_dir: Path) -> Path | None:
 
 def _file_name(key: ItemKey) -> str:
     study, study_hash, experiment_id, cycle = key
-    return re.sub(r"[^\w.+-]", "_", f"{Path(study).stem}-{study_hash}-{experiment_id}-cycle{cycle}") + ".json"
+    return safe_name(f"{Path(study).stem}-{study_hash}-{experiment_id}-cycle{cycle}") + ".json"
 
 
 @dataclass
@@ -97,6 +134,7 @@ class RunStore:
         self.resumed = resumed
         self.items: dict[str, ItemEntry] = {}
         self.studies: dict[str, str] = {}  # study → study_design_hash
+        self.cycle_orders: dict[str, str] = {}  # study → how its items were laid out
         self.status = "running"
         self.touched = False  # an item started or finished in this session
         self.interrupted = False
@@ -120,14 +158,15 @@ class RunStore:
             wanted = "no run to resume" if run_id is None else f"no run {run_id!r}"
             raise RunFolderError(f"--llem-resume: {wanted} in {runs_dir}" + (f"; runs: {known}" if known else ""))
         try:
-            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunFolderError(f"--llem-resume: cannot read {folder / MANIFEST}: {exc}") from None
+            manifest = read_manifest(folder)
+            entries = manifest_entries(folder, manifest)
+        except RunFolderError as exc:
+            raise RunFolderError(f"--llem-resume: {exc}") from None
         store = cls(folder, resumed=True)
         store.started_at = manifest.get("started_at", store.started_at)
         store.studies = dict(manifest.get("studies", {}))
-        for raw in manifest.get("items", []):
-            entry = ItemEntry(**raw)
+        store.cycle_orders = dict(manifest.get("cycle_order", {}))
+        for entry in entries:
             store.items[entry.nodeid] = entry
             if entry.status == "passed" and entry.key and entry.result_file:
                 store._previous[entry.key] = entry
@@ -152,12 +191,13 @@ class RunStore:
         if entry is None or entry.result_file is None:
             return None
         try:
-            return ItemResult.model_validate_json((self.folder / entry.result_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return read_result(self.folder, entry)
+        except RunFolderError:
             return None  # a result that cannot be read is run again
 
-    def register(self, entries: Iterable[ItemEntry]) -> None:
+    def register(self, entries: Iterable[ItemEntry], cycle_orders: Mapping[str, str]) -> None:
         """The items collected now; an item known from the resumed run keeps its record until it runs again."""
+        self.cycle_orders.update(cycle_orders)
         for entry in entries:
             self.studies[entry.study] = entry.study_design_hash
             known = self.items.get(entry.nodeid)
@@ -187,23 +227,11 @@ class RunStore:
         self.touched = True
         self.save_manifest()
 
-    def passed_results(self) -> list[ItemResult]:
-        """Every passed item's result on disk, in manifest order."""
-        results = []
-        for entry in self.items.values():
-            if entry.status == "passed" and entry.result_file:
-                try:
-                    text = (self.folder / entry.result_file).read_text(encoding="utf-8")
-                    results.append(ItemResult.model_validate_json(text))
-                except (OSError, ValueError):
-                    continue
-        return results
-
     def write_environment(self, environment: Environment) -> None:
-        write_json(self.folder / "env.json", environment.model_dump(mode="json"))
+        write_json(self.folder / ENVIRONMENT, environment.model_dump(mode="json"))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        write_json(self.folder / "summary.json", summary)
+        write_json(self.folder / SUMMARY, summary)
 
     def close(self, status: str) -> None:
         """``complete`` (every item done), ``incomplete`` (some still pending) or ``interrupted`` (then the item that
@@ -224,6 +252,7 @@ class RunStore:
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
                 "studies": self.studies,
+                "cycle_order": self.cycle_orders,
                 "items": [vars(entry) for entry in self.items.values()],
             },
         )

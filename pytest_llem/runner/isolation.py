@@ -29,11 +29,7 @@ _context: ForkServerContext | None = None
 
 
 class ChildFailure(LlemError):
-    """The child did not bring back a result: ``kind`` is timeout, signal, exit or exception."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
+    """The child did not bring back a result: it timed out, was killed by a signal, exited, or raised."""
 
 
 def forkserver() -> ForkServerContext:
@@ -100,7 +96,7 @@ def run_in_child(job: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleB
                 elif deadline is not None and time.monotonic() >= deadline:
                     _kill(process)
                     raise ChildFailure(
-                        "timeout", f"timeout: no result after {timeout_s:g} s; the item's process was killed (SIGKILL)"
+                        f"timeout: no result after {timeout_s:g} s; the item's process was killed (SIGKILL)"
                     )
             process.join(timeout=30)
         finally:
@@ -114,11 +110,11 @@ def run_in_child(job: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleB
     if outcome is not None:
         sys.stderr.write(outcome.get("traceback", ""))  # the whole story, shown with the item's captured stderr
         where = f"\n  raised at {outcome['where']}" if outcome.get("where") else ""
-        raise ChildFailure("exception", f"{outcome['message']}{where}")
+        raise ChildFailure(f"{outcome['message']}{where}")
     code = process.exitcode
     tail = "\n  last lines of its stderr:\n    " + "\n    ".join(stderr_tail.splitlines()) if stderr_tail else ""
     if code is not None and code < 0:
         what = {"SIGSEGV": " (segmentation fault)", "SIGKILL": " (out of memory killer, or killed from outside)"}
         name = _signal_name(-code)
-        raise ChildFailure("signal", f"the item's process was killed by {name}{what.get(name, '')}{tail}")
-    raise ChildFailure("exit", f"the item's process exited with status {code} before reporting a result{tail}")
+        raise ChildFailure(f"the item's process was killed by {name}{what.get(name, '')}{tail}")
+    raise ChildFailure(f"the item's process exited with status {code} before reporting a result{tail}")

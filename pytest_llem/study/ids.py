@@ -12,7 +12,7 @@ from ..config.models import ExperimentConfig
 _UNSAFE = re.compile(r"[^\w.+-]+")
 
 
-def _varying_paths(values: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def varying_paths(values: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Paths (in field order) whose value is not the same in every experiment; equal subtrees are skipped whole."""
     keys: dict[str, None] = {}
     for value in values:
@@ -23,13 +23,13 @@ def _varying_paths(values: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[
         if all(c == column[0] for c in column):
             continue
         if any(isinstance(c, Mapping) for c in column):
-            paths += _varying_paths([c if isinstance(c, Mapping) else {} for c in column], (*prefix, key))
+            paths += varying_paths([c if isinstance(c, Mapping) else {} for c in column], (*prefix, key))
         else:
             paths.append((*prefix, key))
     return paths
 
 
-def _lookup(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+def lookup(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = data
     for part in path:
         value = value.get(part) if isinstance(value, Mapping) else None
@@ -44,19 +44,25 @@ def _show(path: tuple[str, ...], value: Any) -> str:
         text = re.split(r"[/:\\]", str(value).rstrip("/"))[-1]
     else:
         text = str(value)
-    return _UNSAFE.sub("_", text).strip("_") or "_"
+    return safe_name(text).strip("_") or "_"
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every run of characters other than letters, digits and ``. + - _`` made one ``_``: fit for ids,
+    file names and baseline names."""
+    return _UNSAFE.sub("_", text)
 
 
 def experiment_ids(experiments: Sequence[ExperimentConfig]) -> list[str]:
     """One unique id per experiment: its own ``id:`` if given, else ``<backend>-<varying values…>``."""
     identities = [e.identity_fields for e in experiments]
-    varying = [p for p in _varying_paths(identities) if p != ("backend",)]
+    varying = [p for p in varying_paths(identities) if p != ("backend",)]
     ids = []
     for exp, identity in zip(experiments, identities, strict=True):
         if exp.id:
             ids.append(exp.id)
             continue
-        values = [(p, _lookup(identity, p)) for p in varying]
+        values = [(p, lookup(identity, p)) for p in varying]
         ids.append("-".join([exp.backend] + [_show(p, v) for p, v in values if v is not None]))
     return _deduplicate(ids, explicit=[bool(e.id) for e in experiments])
 

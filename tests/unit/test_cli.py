@@ -13,7 +13,7 @@ import pytest
 from pytest_llem.cli import main
 from pytest_llem.results import baselines
 from pytest_llem.results.environment import Environment, GpuFingerprint
-from pytest_llem.results.runfolder import RunFolder, infer_cycle_order, merge
+from pytest_llem.results.runfolder import RunFolder, merge
 from pytest_llem.results.schema import ItemResult, Metrics
 from pytest_llem.results.store import ItemEntry, RunFolderError, RunStore
 
@@ -79,7 +79,7 @@ def make_run(
     entries += [
         ItemEntry(f"{study}::{name}", study, study_hash, name, None, "skipped", error="bad") for name in skipped
     ]
-    store.register(entries)
+    store.register(entries, {study: "interleaved"})
     for eid, cycle in cycles:
         value = values[eid][cycle - 1]
         if value is not None:
@@ -95,7 +95,7 @@ def make_run(
 
 def save_baseline(run: Path, name: str = "main", env: Environment | None = None) -> Path:
     folder = RunFolder.open(run)
-    baseline = baselines.build(name, folder.results(), folder.run_id, env)
+    baseline = baselines.build(name, folder.results, folder.run_id, env)
     return baselines.save(baseline, run.parent.parent / "baselines")
 
 
@@ -142,11 +142,10 @@ def test_report_writes_plots_when_asked(runs_dir: Path, tmp_path: Path, capsys: 
     assert written and all(path.is_file() for path in written)
 
 
-def test_the_cycle_order_is_read_from_the_manifest() -> None:
-    assert infer_cycle_order([("a", 1), ("a", 2), ("b", 1), ("b", 2)]) == "sequential"
-    assert infer_cycle_order([("a", 1), ("b", 1), ("a", 2), ("b", 2)]) == "interleaved"
-    assert infer_cycle_order([("a", 1), ("b", 1), ("b", 2), ("a", 2)]) == "shuffled"
-    assert infer_cycle_order([("a", 1), ("a", 2)]) == "unknown"  # one experiment: every layout looks alike
+def test_the_cycle_order_is_read_from_the_manifest(runs_dir: Path) -> None:
+    run = RunFolder.open(make_run(runs_dir, {"exp-a": TIGHT, "exp-b": TIGHT}))
+    assert run.cycle_order(STUDY) == "interleaved" and run.session().studies[STUDY].cycle_order == "interleaved"
+    assert run.cycle_order("study_never.yaml") == "unknown"
 
 
 # -- compare ----------------------------------------------------------------------------------------------------------
@@ -262,7 +261,7 @@ def test_merge_keeps_the_one_passed_copy_of_an_item(runs_dir: Path, tmp_path: Pa
     (tmp_path / "merged").mkdir()  # an empty folder may be merged into
     merged = merge([RunFolder.open(interrupted), RunFolder.open(rest)], tmp_path / "merged")
     assert [(e.cycle, e.status) for e in merged.entries] == [(1, "passed"), (2, "passed"), (3, "passed")]
-    assert merged.status == "complete" and len(merged.results()) == 3
+    assert merged.status == "complete" and len(merged.results) == 3
     twice = make_run(runs_dir, {"exp-a": TIGHT})
     with pytest.raises(RunFolderError, match=r"exp-a\[cycle1\] \[hash1\] is in .*\(passed\), .*\(passed\)"):
         merge([RunFolder.open(interrupted), RunFolder.open(twice)], tmp_path / "again")

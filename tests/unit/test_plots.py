@@ -11,15 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_llem.report.plots import (
-    Experiment,
-    PlotsUnavailable,
-    flatten,
-    pareto_front,
-    swept_settings,
-    write_plots,
-)
+from pytest_llem.report.plots import PlotsUnavailable, config_value, pareto_front, swept_settings, write_plots
 from pytest_llem.results.schema import ItemResult, LatencyStats, Metrics
+from pytest_llem.results.session import SessionResults, StudyOverview
 
 STUDY = "studies/sweep.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,6 +64,21 @@ def result(
     )
 
 
+def session_of(results: list[ItemResult]) -> SessionResults:
+    """A session that collected every study of ``results`` (its experiments in first-seen order) and reported them;
+    fixture windows belong to no study."""
+    session = SessionResults()
+    studies: dict[str, dict[str, None]] = {}
+    for r in results:
+        session.add_result(r)
+        if r.kind == "study":
+            studies.setdefault(r.study, {})[r.experiment_id] = None
+    for path, experiment_ids in studies.items():
+        cycles = max(r.cycle for r in results if r.study == path)
+        session.add_study(StudyOverview(path, "design", [*experiment_ids], n_cycles=cycles, cycle_order="interleaved"))
+    return session
+
+
 def names(paths: list[Path]) -> set[str]:
     return {path.name for path in paths}
 
@@ -87,7 +96,7 @@ def test_a_two_by_two_sweep_gives_each_measured_metric_against_each_swept_settin
     ]
     out_dir = tmp_path / "plots" / "nested"  # created on demand
 
-    written = write_plots(results, out_dir)
+    written = write_plots(session_of(results), out_dir)
 
     measured = ("energy_per_output_token_j", "energy_j", "tokens_per_s")
     expected = {f"sweep-{m}-vs-{s}.png" for m in measured for s in ("precision", "pytorch.batch_size")}
@@ -101,10 +110,12 @@ def test_a_two_by_two_sweep_gives_each_measured_metric_against_each_swept_settin
 @draws
 def test_a_single_experiment_gets_only_its_pareto_plot_and_none_without_energy(tmp_path: Path) -> None:
     alone = [result("only", config(), metrics(ttft=[0.1, 0.2]), cycle=c) for c in (1, 2)]
-    assert names(write_plots(alone, tmp_path / "a")) == {"sweep-pareto.png"}
+    assert names(write_plots(session_of(alone), tmp_path / "a")) == {"sweep-pareto.png"}
 
     unmeasured = [result(f"e{b}", config(batch_size=b), metrics(energy_j=None)) for b in (1, 2)]
-    assert names(write_plots(unmeasured, tmp_path / "b")) == {"sweep-tokens_per_s-vs-pytorch.batch_size.png"}
+    assert names(write_plots(session_of(unmeasured), tmp_path / "b")) == {
+        "sweep-tokens_per_s-vs-pytorch.batch_size.png"
+    }
 
 
 @draws
@@ -114,7 +125,7 @@ def test_nested_and_categorical_settings_name_their_files_by_dotted_key_per_stud
         for t in (0.5, 1.0)
         for study in ("a/sweep.yaml", "b/sweep.yaml", "other dir/my study.yaml")
     ]
-    written = names(write_plots(results, tmp_path))
+    written = names(write_plots(session_of(results), tmp_path))
     # Two studies share the stem "sweep": their paths tell them apart; unsafe characters become "_".
     assert written == {
         "a_sweep-tokens_per_s-vs-decoder.temperature.png",
@@ -131,24 +142,27 @@ def test_llem_energy_windows_get_a_bar_chart_per_measured_energy_metric(tmp_path
         ),
         result("test_gen::decode", {}, Metrics(duration_s=1.0), study="tests/test_gen.py", kind="fixture"),
     ]
-    written = write_plots(windows, tmp_path)
+    written = write_plots(session_of(windows), tmp_path)
     assert names(written) == {"test_gen-windows-energy_j.png"}  # no tokens counted: no J/tok chart
     assert written[0].read_bytes().startswith(PNG_MAGIC)
 
 
-def test_swept_settings_are_the_flattened_keys_that_differ_and_an_absent_section_is_not_one() -> None:
-    assert flatten({"a": 1, "s": {"b": None, "c": {"d": [1, 2]}}, "e": {}}) == {
-        "a": 1,
-        "s.b": None,
-        "s.c.d": "[1, 2]",
-        "e": "{}",
+def test_swept_settings_are_the_nested_keys_that_differ_and_an_absent_section_is_not_one() -> None:
+    nested = {"a": 1, "s": {"b": None, "c": {"d": [1, 2]}}, "e": {}}
+    assert {path: config_value(nested, path) for path in [("a",), ("s", "b"), ("s", "c", "d"), ("e", "f")]} == {
+        ("a",): 1,
+        ("s", "b"): None,
+        ("s", "c", "d"): "[1, 2]",  # a list as its JSON text: comparable and shown like any value
+        ("e", "f"): None,  # absent like unset
     }
     pytorch = result("pt", config(batch_size=2), metrics())
     vllm_settings = {**config(), "backend": "vllm", "vllm": {"engine": None}}
     del vllm_settings["pytorch"]
     vllm = result("vl", vllm_settings, metrics())
-    experiments = [Experiment(r.experiment_id, flatten(r.config), (r,)) for r in (pytorch, vllm)]
-    assert swept_settings(experiments) == ["backend", "pytorch.batch_size"]
+    assert [".".join(path) for path in swept_settings([pytorch.config, vllm.config])] == [
+        "backend",
+        "pytorch.batch_size",
+    ]
 
 
 def test_the_pareto_front_keeps_the_undominated_and_equal_points() -> None:
@@ -182,5 +196,5 @@ def test_no_front_point_is_dominated_and_every_other_point_is_dominated_by_the_f
 def test_without_matplotlib_plots_say_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets when it is not installed
     with pytest.raises(PlotsUnavailable, match=r"pip install 'pytest-llem\[plots\]'"):
-        write_plots([result("e", config(), metrics())], tmp_path / "plots")
+        write_plots(session_of([result("e", config(), metrics())]), tmp_path / "plots")
     assert not (tmp_path / "plots").exists()

@@ -27,7 +27,7 @@ def test_write_json_replaces_whole_files_and_leaves_no_temporaries(tmp_path: Pat
 def test_a_resumed_store_keeps_passed_items_and_reruns_the_rest(tmp_path: Path) -> None:
     first = RunStore.create(tmp_path)
     entries = [ItemEntry(f"s.yaml::e[cycle{c}]", "s.yaml", "h1", "e", c) for c in (1, 2)]
-    first.register(entries)
+    first.register(entries, {"s.yaml": "sequential"})
     first.started(entries[0].nodeid)
     first.finished(entries[0].nodeid, "passed")
     first.started(entries[1].nodeid)  # killed here
@@ -36,7 +36,8 @@ def test_a_resumed_store_keeps_passed_items_and_reruns_the_rest(tmp_path: Path) 
     again = RunStore.resume(tmp_path, None)
     assert again.folder == first.folder
     assert again.previous_result(("h1", "e", 1)) is None  # passed, but its result file is missing: it runs again
-    again.register([ItemEntry(f"s.yaml::e[cycle{c}]", "s.yaml", "h1", "e", c) for c in (1, 2, 3)])
+    assert again.cycle_orders == {"s.yaml": "sequential"}
+    again.register([ItemEntry(f"s.yaml::e[cycle{c}]", "s.yaml", "h1", "e", c) for c in (1, 2, 3)], {})
     assert {e.cycle: e.status for e in again.items.values()} == {1: "passed", 2: "pending", 3: "pending"}
     assert again.resume_conflict("s.yaml", "h1") is None
     assert "the study changed since (design hash h1 → h2)" in (again.resume_conflict("s.yaml", "h2") or "")
