@@ -56,3 +56,11 @@ class EnergyUnavailableError(LlemError):
 
 class MeasurementWarningError(LlemError):
     """Under ``--llem-strict``, a measurement that raised validity warnings fails its item."""
+
+
+def last_frame(error: BaseException) -> str:
+    """``file:line`` where ``error`` was raised (the innermost frame of its traceback), or ""."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""

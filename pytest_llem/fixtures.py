@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from .energy.meter import Reading
 from .errors import MeasurementWarningError
 from .items import ITEM_PROPERTY, RESULT_PROPERTY, junit_properties, measurement_key
 from .measurement import MeasurementSession
@@ -26,55 +27,43 @@ from .results.schema import EnergyMetrics, ItemResult, Metrics
 
 class EnergyWindow:
     """One measured window. Inside the block only ``name`` and ``output_tokens`` exist; after it every result field
-    (``energy_j``, ``gpu_energy_j``, ``duration_s``, ``mean_power_w``, ``energy_unavailable_reason``, …) does."""
+    (``energy_j``, ``gpu_energy_j``, ``duration_s``, ``mean_power_w``, ``energy_per_output_token_j``, ``tokens_per_s``,
+    ``energy_unavailable_reason``, …) does, derived from the meter's reading and the tokens the test set."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.output_tokens: int | None = None
         self.started_at = 0.0
         self.finished_at = 0.0
-        self._energy: dict[str, Any] | None = None
+        self._reading: Reading | None = None
 
     @property
     def closed(self) -> bool:
-        return self._energy is not None
+        return self._reading is not None
 
-    def _close(self, energy: dict[str, Any]) -> None:
-        self._energy = energy
-
-    @property
-    def energy_per_output_token_j(self) -> float | None:
-        energy = self.energy_j
-        return energy / self.output_tokens if energy is not None and self.output_tokens else None
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        duration = self.duration_s
-        return self.output_tokens / duration if self.output_tokens and duration > 0 else None
+    def _close(self, reading: Reading) -> None:
+        self._reading = reading
 
     def metrics(self) -> Metrics:
         """The window as the result schema shares it with study items (output tokens as the test set them)."""
-        if self._energy is None:
+        if self._reading is None:
             raise RuntimeError(f"energy window {self.name!r} is still open")
-        fields = dict(self._energy)
-        fields["energy_per_output_token_j"] = self.energy_per_output_token_j
-        unavailable = {}
+        duration = self._reading.duration_s
+        unavailable = {"idle_power_w": "idle baselines are measured for study items only"}
         if self.output_tokens is None:
             unavailable["output_tokens"] = "the test did not set output_tokens on the window"
-        if fields["idle_power_w"] is None:
-            unavailable["idle_power_w"] = "idle baselines are measured for study items only"
         return Metrics(
-            **fields, output_tokens=self.output_tokens, tokens_per_s=self.tokens_per_s, unavailable=unavailable
+            **EnergyMetrics.of(self._reading, self.output_tokens, None),
+            output_tokens=self.output_tokens,
+            tokens_per_s=self.output_tokens / duration if self.output_tokens and duration > 0 else None,
+            unavailable=unavailable,
         )
 
     def __getattr__(self, attribute: str) -> Any:  # only reached for names not defined above
         if attribute in Metrics.model_fields and not attribute.startswith("_"):
-            energy = self.__dict__.get("_energy")
-            if energy is None:
+            if self.__dict__.get("_reading") is None:
                 raise AttributeError(f"energy window {self.name!r} is still open: {attribute} exists after the block")
-            if attribute in energy:
-                return energy[attribute]
-            return None
+            return getattr(self.metrics(), attribute)
         raise AttributeError(attribute)
 
 
@@ -108,7 +97,7 @@ class LlemEnergy:
             self._open.discard(name)
         reading = meter.end(key)
         window.finished_at = time.time()
-        window._close(EnergyMetrics.of(reading, None, None))
+        window._close(reading)
         self.windows.append(window)
         try:
             self._session.enforce(reading.warnings, f"llem_energy window {name!r}")
@@ -159,7 +148,7 @@ def record_windows(item: pytest.Item) -> None:
     if not isinstance(recorder, LlemEnergy) or not recorder.windows:
         return
     item.user_properties.append((ITEM_PROPERTY, "{}"))
-    for result in recorder.results():
+    for window, result in zip(recorder.windows, recorder.results(), strict=True):
         item.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
-        window = result.experiment_id.rpartition("::")[2] + (f"[cycle{result.cycle}]" if result.cycle > 1 else "")
-        item.user_properties += junit_properties(result, prefix=f"{window}.")
+        label = window.name + (f"[cycle{result.cycle}]" if result.cycle > 1 else "")
+        item.user_properties += junit_properties(result, prefix=f"{label}.")

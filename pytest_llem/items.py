@@ -18,11 +18,11 @@ from .backends import unavailable_reason
 from .config.loader import load_study, resolve_execution
 from .config.models import ExecutionConfig, ExperimentConfig, backend_names
 from .energy.meter import METER_CHOICES
-from .errors import ConfigError, LlemError, PhaseError
+from .errors import ConfigError, LlemError, PhaseError, last_frame
 from .measurement import MeasurementSession
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
-from .results.store import RunStore
+from .results.store import ItemKey, RunStore
 from .study.grid import ConfigWarning, SkippedConfig, apply_cycles, compute_config_hash, number_cycles
 from .study.ids import experiment_ids
 
@@ -223,39 +223,31 @@ class ExperimentItem(pytest.Item):
         for mark in _backend_marks(experiment.backend):
             self.add_marker(mark)
 
+    @property
+    def study(self) -> str:
+        return self.parent.nodeid if self.parent else ""
+
     def runtest(self) -> None:
         store = self.config.stash.get(store_key, None)
-        study = self.parent.nodeid if self.parent else ""
-        key = (study, self.study_design_hash, self.experiment_id, self.cycle)
+        identity = {"study": self.study, "experiment_id": self.experiment_id, "cycle": self.cycle}
+        self.user_properties.append((ITEM_PROPERTY, json.dumps(identity)))
+        key: ItemKey = (self.study, self.study_design_hash, self.experiment_id, self.cycle)
         previous = store.previous_result(key) if store else None
-        if previous is not None and store is not None:  # passed in the resumed run: replay, do not measure again
+        if store is not None and previous is not None:  # passed in the resumed run: replay, do not measure again
             self.user_properties += [
-                (ITEM_PROPERTY, json.dumps({"study": previous.study, "experiment_id": self.experiment_id})),
                 (RESULT_PROPERTY, previous.model_dump_json()),
                 (RESUMED_PROPERTY, store.run_id),
                 *junit_properties(previous),
             ]
             return
         measuring = self.config.stash[measurement_key]
-        measuring.pacer.wait(study, self.experiment_id, self.cycle, self.execution, self._announce)
-        self.user_properties.append(
-            (
-                ITEM_PROPERTY,
-                json.dumps(
-                    {
-                        "study": self.parent.nodeid if self.parent else "",
-                        "experiment_id": self.experiment_id,
-                        "cycle": self.cycle,
-                    }
-                ),
-            )
-        )
+        measuring.pacer.wait(self.study, self.experiment_id, self.cycle, self.execution, self._announce)
         started = time.time()
         metrics = measuring.run(
             self.experiment, self.execution, study_dir=self.path.parent, cache_dir=cache_dir(self.config)
         )
         result = ItemResult(
-            study=self.parent.nodeid if self.parent else str(self.path),
+            study=self.study,
             study_design_hash=self.study_design_hash,
             experiment_id=self.experiment_id,
             config_hash=compute_config_hash(self.experiment),
@@ -276,13 +268,10 @@ class ExperimentItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         error = excinfo.value
         if isinstance(error, PhaseError):
-            frame = error.cause.__traceback__
-            while frame is not None and frame.tb_next is not None:
-                frame = frame.tb_next
-            where = f"\n  raised at {frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
+            where = last_frame(error.cause)
             return (
                 f"{self.experiment_id} cycle {self.cycle} ({self.experiment.backend}, {self.experiment.model}): "
-                f"{error}{where}"
+                f"{error}" + (f"\n  raised at {where}" if where else "")
             )
         if isinstance(error, LlemError):
             return f"{self.experiment_id} cycle {self.cycle}: {error}"

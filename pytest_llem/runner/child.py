@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config.models import ExperimentConfig
 from ..energy.baseline import IdleBaselines
-from ..errors import LlemError, PhaseError
+from ..errors import LlemError, PhaseError, last_frame
 
 
 @dataclass
@@ -30,13 +30,6 @@ class ChildJob:
     study_dir: Path | None = None
     cache_dir: Path | None = None
     setup_paths: list[str] = field(default_factory=list)
-
-
-def _where(error: BaseException) -> str:
-    frame = error.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    return f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
 
 
 def _die_with_parent() -> None:
@@ -87,9 +80,9 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
         cause = exc.cause if isinstance(exc, PhaseError) else exc
         explained = isinstance(cause, LlemError)  # the user's own words suffice; anything else gets its traceback
         story = "" if explained else traceback.format_exc()
-        outcome = {"ok": False, "message": str(exc), "where": _where(cause), "traceback": story}
+        outcome = {"ok": False, "message": str(exc), "where": last_frame(cause), "traceback": story}
     except BaseException as exc:  # anything else is still the item's failure, told in one line
         message = f"{type(exc).__name__}: {exc}"
-        outcome = {"ok": False, "message": message, "where": _where(exc), "traceback": traceback.format_exc()}
+        outcome = {"ok": False, "message": message, "where": last_frame(exc), "traceback": traceback.format_exc()}
     conn.send(outcome)
     conn.close()
