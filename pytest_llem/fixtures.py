@@ -49,7 +49,7 @@ class EnergyWindow:
         if self._reading is None:
             raise RuntimeError(f"energy window {self.name!r} is still open")
         duration = self._reading.duration_s
-        unavailable = {"idle_power_w": "idle baselines are measured for study items only"}
+        unavailable = {"idle_power_w": "idle baselines are measured for study items only", **self._reading.unavailable}
         if self.output_tokens is None:
             unavailable["output_tokens"] = "the test did not set output_tokens on the window"
         return Metrics(

@@ -5,6 +5,7 @@ Thin by design: loading, expanding and running are library calls; this module on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -22,13 +23,14 @@ from .errors import ConfigError, LlemError, PhaseError, last_frame
 from .measurement import MeasurementSession
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
-from .results.store import ItemKey, RunStore
+from .results.store import ItemEntry, ItemKey, RunStore
 from .study.grid import ConfigWarning, SkippedConfig, apply_cycles, compute_config_hash, number_cycles
 from .study.ids import experiment_ids
 
 STUDY_GLOBS = ("study_*.yaml", "study_*.yml")
 RESULT_PROPERTY = "llem_result"
 ITEM_PROPERTY = "llem_item"
+STUDY_PROPERTY = "llem_study"  # the study's overview, so a process that did not collect (xdist's controller) knows it
 RESUMED_PROPERTY = "llem_resumed"  # the item passed in the resumed run: its result is replayed, not measured again
 session_key = pytest.StashKey[SessionResults]()
 store_key = pytest.StashKey[RunStore | None]()
@@ -135,16 +137,18 @@ class StudyFile(pytest.File):
         execution = study.execution
         skipped = [SkippedConfig(s["raw_config"], s["reason"], s["errors"]) for s in study.skipped_configs]
         invalid_names = [f"invalid-{k}[{_label(s)}]" for k, s in enumerate(skipped, start=1)]
-        self.config.stash[session_key].add_study(
-            StudyOverview(
-                path=self.nodeid,
-                study_design_hash=study.study_design_hash,
-                experiment_ids=ids,
-                n_cycles=execution.n_cycles,
-                cycle_order=str(execution.cycle_order),
-                skipped=[(name, s.reason) for name, s in zip(invalid_names, skipped, strict=True)],
-            )
+        overview = StudyOverview(
+            path=self.nodeid,
+            study_design_hash=study.study_design_hash,
+            experiment_ids=ids,
+            n_cycles=execution.n_cycles,
+            cycle_order=str(execution.cycle_order),
+            skipped=[(name, s.reason) for name, s in zip(invalid_names, skipped, strict=True)],
         )
+        self.config.stash[session_key].add_study(overview)
+        # Every report of a study item says which run-folder entry and which study it is: the process that writes the
+        # run folder (xdist's controller) does not collect.
+        study_tag = (STUDY_PROPERTY, json.dumps(dataclasses.asdict(overview)))
         sequence = apply_cycles(
             study.experiments,
             execution.n_cycles,
@@ -157,7 +161,7 @@ class StudyFile(pytest.File):
         comparing = self.config.stash.get(comparison_key, None) is not None
         for position, (experiment, cycle) in enumerate(numbered):
             eid = id_of[id(experiment)]
-            yield ExperimentItem.from_parent(
+            item = ExperimentItem.from_parent(
                 self,
                 name=f"{eid}[cycle{cycle}]",
                 experiment=experiment,
@@ -166,14 +170,22 @@ class StudyFile(pytest.File):
                 study_design_hash=study.study_design_hash,
                 execution=execution,
             )
+            entry = ItemEntry(item.nodeid, self.nodeid, study.study_design_hash, eid, cycle)
+            item.user_properties += [(ITEM_PROPERTY, json.dumps(vars(entry))), study_tag]
+            yield item
             if comparing and last_cycle_at[id(experiment)] == position:  # the gate waits for every cycle
                 from .gating import study_gate  # gating builds on this module
 
                 yield study_gate(self, self.nodeid, eid, compute_config_hash(experiment), experiment.backend)
         for name, config in zip(invalid_names, skipped, strict=True):
-            yield InvalidConfigItem.from_parent(
+            invalid = InvalidConfigItem.from_parent(
                 self, name=name, skipped=config, study_design_hash=study.study_design_hash
             )
+            entry = ItemEntry(
+                invalid.nodeid, self.nodeid, study.study_design_hash, name, None, "skipped", error=config.reason
+            )
+            invalid.user_properties += [(ITEM_PROPERTY, json.dumps(vars(entry))), study_tag]
+            yield invalid
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         error = excinfo.value
@@ -229,8 +241,6 @@ class ExperimentItem(pytest.Item):
 
     def runtest(self) -> None:
         store = self.config.stash.get(store_key, None)
-        identity = {"study": self.study, "experiment_id": self.experiment_id, "cycle": self.cycle}
-        self.user_properties.append((ITEM_PROPERTY, json.dumps(identity)))
         key: ItemKey = (self.study, self.study_design_hash, self.experiment_id, self.cycle)
         previous = store.previous_result(key) if store else None
         if store is not None and previous is not None:  # passed in the resumed run: replay, do not measure again
@@ -323,6 +333,11 @@ def record_report(results: SessionResults, report: pytest.TestReport) -> list[It
     A study item carries one result, a test using ``llem_energy`` one per window; a failed report counts a failure for
     each result it carries (or, for a study item that failed before measuring, for its experiment). Returns what the
     report carried, read once for every consumer."""
+    for name, value in report.user_properties:
+        if name == STUDY_PROPERTY and json.loads(str(value))["path"] not in results.studies:
+            overview = json.loads(str(value))
+            overview["skipped"] = [tuple(pair) for pair in overview["skipped"]]
+            results.add_study(StudyOverview(**overview))
     if not any(name == ITEM_PROPERTY for name, _ in report.user_properties):
         return []
     carried = [

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from . import gating, outputs, runs
+from . import gating, outputs, runs, sharding, workers
 from .config.models import CycleOrder, backend_names
 from .energy.meter import METER_CHOICES
 from .fixtures import llem_energy as llem_energy
@@ -140,6 +140,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ),
     )
     option(
+        "--llem-gpus-per-worker",
+        type=int,
+        metavar="K",
+        help="under pytest-xdist, GPUs per worker (default 1): each worker sees only its own K GPUs",
+    )
+    option(
+        "--llem-shard",
+        metavar="I/N",
+        help="run shard I of N: a deterministic share of the experiments (all cycles and the gate of an experiment "
+        "in one shard); merge the shards' run folders with `llem merge`",
+    )
+    option(
         "--llem-strict",
         action="store_true",
         help="fail an item whose energy measurement raised a validity warning (short window, 0 J, ...)",
@@ -171,14 +183,19 @@ class _ReportListener:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         carried = record_report(self.config.stash[session_key], report)
         gating.record_verdicts(self.config.stash[session_key], report)
-        runs.record(self.config.stash[runs.store_key], report, carried)
+        runs.record(self.config, report, carried)
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
-        runs.item_started(self.config.stash[runs.store_key], nodeid)
+        runs.item_started(self.config, nodeid)
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         if excinfo.type is KeyboardInterrupt:  # not pytest's own "Interrupted: errors during collection"
             runs.interrupted(self.config.stash[runs.store_key])
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    return workers.auto_workers(config)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -187,7 +204,12 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    workers.narrow_worker(config)  # the earliest a worker knows its GPUs: before any conftest's pytest_configure
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    workers.configure_controller(config)
     register_backends(config)
     check_execution_options(config)
     config.stash[session_key] = SessionResults()
@@ -195,6 +217,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[runs.store_key] = runs.open_resumed(config)
     runs.check_save_name(config)
     outputs.check_report_options(config)
+    sharding.check_option(config)
     config.stash[comparison_key] = gating.open_comparison(
         config, config.stash[measurement_key], runs.baselines_dir(config)
     )
@@ -221,6 +244,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> StudyFile 
 @pytest.hookimpl(wrapper=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Generator[None, object, object]:
     return gating.with_fixture_gates(collector, (yield))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k / -m: a unit's shard must not depend on what else is selected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    sharding.apply(config, items)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -3,12 +3,13 @@ the end of the session. Only the process that receives every report (the control
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from .errors import LlemError
-from .items import RESUMED_PROPERTY, ExperimentItem, InvalidConfigItem, store_key
+from .items import ITEM_PROPERTY, RESUMED_PROPERTY, STUDY_PROPERTY, store_key
 from .measurement import MeasurementSession
 from .results import baselines
 from .results.runfolder import RunFolder
@@ -54,8 +55,8 @@ def _writes_runs(config: pytest.Config) -> bool:
 def open_resumed(config: pytest.Config) -> RunStore | None:
     """The run folder --llem-resume names (before collection: a changed study must be refused while collecting)."""
     resume = config.getoption("llem_resume")
-    if resume is None or not _writes_runs(config):
-        return None
+    if resume is None or config.option.collectonly:
+        return None  # xdist workers open it too, to replay what passed; only the controller writes it
     if resume != "latest" and not RUN_ID.fullmatch(resume) and Path(resume).exists():
         raise pytest.UsageError(
             f"pytest-llem: --llem-resume read {resume!r} as a run id; write --llem-resume=RUN_ID or put the paths first"
@@ -66,34 +67,40 @@ def open_resumed(config: pytest.Config) -> RunStore | None:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
 
 
-def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The collected study items into the run folder, which a new session creates now (and only if it has items)."""
+def _registration(item_properties: list[tuple[str, object]]) -> tuple[ItemEntry, str] | None:
+    """The run-folder entry a study item carries (and its study's cycle order), or None for other items."""
+    properties = dict(item_properties)
+    if ITEM_PROPERTY not in properties or STUDY_PROPERTY not in properties:
+        return None
+    entry = ItemEntry(**json.loads(str(properties[ITEM_PROPERTY])))
+    return entry, json.loads(str(properties[STUDY_PROPERTY]))["cycle_order"]
+
+
+def _open_store(config: pytest.Config) -> RunStore:
+    """This session's run folder, created on first need (only sessions with study items have one)."""
     store = config.stash[store_key]
-    if not _writes_runs(config) or not any(isinstance(i, ExperimentItem | InvalidConfigItem) for i in items):
-        return
     if store is None:
         try:
             store = config.stash[store_key] = RunStore.create(runs_dir(config))
         except OSError as exc:
             raise pytest.UsageError(f"pytest-llem: cannot create the run folder in {runs_dir(config)}: {exc}") from None
-    entries = []
-    cycle_orders = {}
-    for item in items:
-        if isinstance(item, ExperimentItem):
-            study = item.parent.nodeid if item.parent else ""
-            entries.append(ItemEntry(item.nodeid, study, item.study_design_hash, item.experiment_id, item.cycle))
-            cycle_orders[study] = str(item.execution.cycle_order)
-        elif isinstance(item, InvalidConfigItem):
-            study = item.parent.nodeid if item.parent else ""
-            reason = item.skipped.reason
-            entries.append(
-                ItemEntry(item.nodeid, study, item.study_design_hash, item.name, None, "skipped", error=reason)
-            )
-    store.register(entries, cycle_orders)
+    return store
 
 
-def item_started(store: RunStore | None, nodeid: str) -> None:
-    if store is not None:
+def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The collected study items into the run folder. Under xdist the controller collects nothing: ``record``
+    registers each item from its first report instead."""
+    registrations = [r for item in items if (r := _registration(item.user_properties)) is not None]
+    if not _writes_runs(config) or not registrations:
+        return
+    _open_store(config).register(
+        [entry for entry, _ in registrations], {entry.study: order for entry, order in registrations}
+    )
+
+
+def item_started(config: pytest.Config, nodeid: str) -> None:
+    store = config.stash[store_key]
+    if store is not None and _writes_runs(config):
         store.started(nodeid)
 
 
@@ -103,10 +110,19 @@ def interrupted(store: RunStore | None) -> None:
         store.interrupted = True
 
 
-def record(store: RunStore | None, report: pytest.TestReport, carried: list[ItemResult]) -> None:
+def record(config: pytest.Config, report: pytest.TestReport, carried: list[ItemResult]) -> None:
     """An item's outcome (and the result its report carried) into the manifest and results/."""
-    if store is None or report.nodeid not in store.items:
+    if not _writes_runs(config):
         return
+    store = config.stash[store_key]
+    if store is None or report.nodeid not in store.items:
+        registration = _registration(report.user_properties)
+        if registration is None:
+            return
+        entry, order = registration  # first seen here: an xdist worker collected and started it
+        store = _open_store(config)
+        store.register([entry], {entry.study: order})
+        store.started(entry.nodeid)
     properties = dict(report.user_properties)
     result = carried[0] if carried else None
     if report.when == "call":
@@ -159,6 +175,8 @@ def save_baseline(
 
 def finish(config: pytest.Config, session: SessionResults, measuring: MeasurementSession) -> None:
     """End of session: close the run folder, save the baseline asked for, and say where it went."""
+    if not _writes_runs(config):
+        return
     run = close(config.stash[store_key], session, measuring)
     saved = save_baseline(config, run, session, measuring)
     if saved:

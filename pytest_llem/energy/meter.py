@@ -18,6 +18,10 @@ MeterChoice = Literal["auto", "zeus", "none"]
 METER_CHOICES: tuple[MeterChoice, ...] = ("auto", "zeus", "none")
 
 
+# Set (to the worker count) in pytest-xdist workers that share the CPUs: RAPL energy cannot be attributed to one.
+CPU_SHARED_ENV = "LLEM_XDIST_WORKERS"
+
+
 @dataclass(frozen=True)
 class GpuDevice:
     """One GPU a meter measures: ``index`` as CUDA numbers it in this process, ``physical_index`` as the driver does."""
@@ -40,6 +44,7 @@ class Reading:
     source: str | None = None  # which devices, through what; None when nothing was measured
     unavailable_reason: str | None = None  # why energy_j is None
     warnings: tuple[str, ...] = ()
+    unavailable: dict[str, str] = field(default_factory=dict)  # a part not measured (cpu_energy_j) → why
 
     @property
     def energy_j(self) -> float | None:

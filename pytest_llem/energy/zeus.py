@@ -5,6 +5,7 @@ Zeus finds the devices; this module only says which it found, why others are mis
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -19,7 +20,7 @@ from zeus.device.gpu.common import ZeusGPUInitError
 from zeus.monitor import ZeusMonitor
 
 from ..errors import EnergyUnavailableError
-from .meter import GpuDevice, Reading
+from .meter import CPU_SHARED_ENV, GpuDevice, Reading
 from .validity import check_window
 
 # How Zeus reaches each kind of GPU, for the energy_source line.
@@ -45,6 +46,12 @@ def _find_gpus() -> tuple[Any | None, str | None]:
 
 def _find_cpus() -> tuple[Any | None, str | None]:
     """Zeus's RAPL manager, or None and why there is none."""
+    sharing = int(os.environ.get(CPU_SHARED_ENV, "1") or 1)
+    if sharing > 1:
+        return None, (
+            f"CPU package energy cannot be attributed to one of {sharing} pytest-xdist workers sharing these CPUs "
+            "(run one worker to measure it)"
+        )
     try:
         cpus = zeus_cpu.get_cpus()
     except ZeusCPUNoPermissionError:
@@ -96,6 +103,7 @@ class ZeusMeter:
         self._source = source
         self._reason = reason
         self._started: dict[str, float] = {}
+        self.cpu_unavailable_reason: str | None = None  # why RAPL is not part of the readings
 
     @classmethod
     def open(cls, gpu_indices: Sequence[int] | None = None) -> ZeusMeter:
@@ -131,7 +139,9 @@ class ZeusMeter:
             monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
         except (ZeusBaseGPUError, ZeusBaseCPUError, ValueError, ImportError, RuntimeError) as exc:
             return cls(None, (), None, f"Zeus could not start measuring ({type(exc).__name__}: {exc})")
-        return cls(monitor, devices, "zeus: " + "; ".join(parts), None)
+        meter = cls(monitor, devices, "zeus: " + "; ".join(parts), None)
+        meter.cpu_unavailable_reason = cpu_problem  # None when RAPL is measured
+        return meter
 
     @property
     def source(self) -> str | None:
@@ -190,6 +200,7 @@ class ZeusMeter:
             source=self._source,
             unavailable_reason=reason,
             warnings=verdict.warnings,
+            unavailable={"cpu_energy_j": self.cpu_unavailable_reason} if self.cpu_unavailable_reason else {},
         )
 
     def cancel(self, name: str) -> None:

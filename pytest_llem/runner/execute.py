@@ -86,7 +86,7 @@ def run_experiment(
     finally:
         backend.close()
 
-    unavailable = dict(generation.unavailable)
+    unavailable = dict(generation.unavailable) | reading.unavailable
     if memory.mb is None:
         unavailable["peak_memory_mb"] = memory.source
     if not generation.ttft_s:

@@ -1,0 +1,159 @@
+"""pytest-xdist: one worker per GPU set (fake GPUs installed in every worker by the temp project's conftest), results
+gathered on the controller, gates and resume under xdist; --llem-shard and merging the shards."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pytest_llem.cli import main as llem
+from tests import studies
+from tests.plugin.test_gate_plugin import CONFTEST as HUNGRY_CONFTEST
+from tests.plugin.test_gate_plugin import STUDY as HUNGRY_STUDY
+
+FAKES = Path(__file__).parent.parent / "zeus_fakes.py"
+WATTS = [100.0, 200.0, 300.0, 400.0]
+STUDY = (
+    studies.FAST.replace("max_output_tokens: 4", "max_output_tokens: 12").replace(
+        "min_new_tokens: 4", "min_new_tokens: 12"
+    )
+    + "warmup: {enabled: false}\nexecution: {isolation: none}\nsweep:\n  random_seed: [1, 2]\n"
+)
+
+
+def project(pytester: pytest.Pytester, gpus: list[float], study: str = STUDY) -> None:
+    """Fake GPUs at ``gpus`` watts and one fake 50 W CPU package, in the controller and in every worker (the conftest
+    runs in each; a worker has narrowed CUDA_VISIBLE_DEVICES before it does)."""
+    pytester.makepyfile(zeus_fakes=FAKES.read_text())
+    pytester.makeconftest(
+        f"""
+        import zeus_fakes
+
+        def pytest_configure(config):
+            zeus_fakes.install(zeus_fakes.FakeGPUs({gpus!r}), zeus_fakes.FakeCPUs([50.0]))
+
+        def pytest_unconfigure(config):
+            zeus_fakes.uninstall()
+        """
+    )
+    pytester.makefile(".yaml", study_x=study)
+
+
+def junit_results(path: Path) -> list[dict]:
+    return [json.loads(p.get("value")) for p in ET.parse(path).iter("property") if p.get("name") == "llem_result"]
+
+
+def test_each_worker_measures_only_its_own_gpus_and_the_controller_writes_one_run(pytester: pytest.Pytester) -> None:
+    project(pytester, WATTS)
+    result = pytester.runpytest("-n", "2", "--llem-gpus-per-worker=2", "--llem-cycles=2", "--junitxml=out.xml")
+    result.assert_outcomes(passed=4)
+    measured = junit_results(pytester.path / "out.xml")
+    assert len(measured) == 4
+    seen = set()
+    for r in measured:
+        gpus = {int(i) for i in r["metrics"]["gpu_energy_j"]}
+        assert gpus in ({0, 1}, {2, 3})  # one worker's set, never a mix
+        assert {g["index"] for g in r["environment"]["gpus"]} == gpus  # the worker sees only its GPUs
+        for index, joules in r["metrics"]["gpu_energy_j"].items():
+            assert joules == pytest.approx(WATTS[int(index)] * r["metrics"]["duration_s"], rel=0.05, abs=0.01)
+        assert r["metrics"]["cpu_energy_j"] is None  # two workers share the CPU package
+        assert "2 pytest-xdist workers" in r["metrics"]["unavailable"]["cpu_energy_j"]
+        seen |= gpus
+    assert seen == {0, 1, 2, 3}
+    (run,) = (pytester.path / ".llem" / "runs").iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["cycle_order"] == {"study_x.yaml": "interleaved"}
+    assert sorted((i["experiment_id"], i["cycle"], i["status"]) for i in manifest["items"]) == [
+        (e, c, "passed") for e in ("pytorch-1", "pytorch-2") for c in (1, 2)
+    ]
+    assert len(list((run / "results").iterdir())) == 4
+    summary = json.loads((run / "summary.json").read_text())["study_x.yaml"]["experiments"]
+    assert {e: s["cycles_passed"] for e, s in summary.items()} == {"pytorch-1": 2, "pytorch-2": 2}
+    result.stdout.re_match_lines(
+        [r"study_x\.yaml \[\w+\]: 2 configs x 2 cycles.*", r"pytorch-1\s+2\s.*", r"pytorch-2\s+2\s.*"]
+    )
+
+
+def test_more_workers_than_gpu_sets_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    project(pytester, WATTS[:2])
+    result = pytester.runpytest("-n", "3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*-n 3 needs 3 sets of 1 GPU(s), but this machine shows 2 GPU(s) (0, 1): pass -n 2 (or -n auto)*"]
+    )
+
+
+def test_n_auto_is_one_worker_per_gpu_set(pytester: pytest.Pytester) -> None:
+    project(pytester, WATTS)
+    # -n auto is decided before any conftest runs: a -p plugin installs the four fake GPUs that early.
+    pytester.makepyfile(early_fakes="import zeus_fakes\nzeus_fakes.install(zeus_fakes.FakeGPUs([1.0] * 4), None)\n")
+    args = ("-p", "early_fakes", "-n", "auto", "--llem-gpus-per-worker=2", "--llem-cycles=1")
+    result = pytester.runpytest_subprocess(*args)  # in its own process, as -n auto is decided at start
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*created: 2/2 workers*"])
+
+
+def test_resume_works_under_xdist(pytester: pytest.Pytester) -> None:
+    project(pytester, WATTS[:2])
+    pytester.runpytest("-n", "2", "--llem-cycles=1").assert_outcomes(passed=2)
+    (run,) = (pytester.path / ".llem" / "runs").iterdir()
+    before = {p.name: p.read_bytes() for p in (run / "results").iterdir()}
+    again = pytester.runpytest("-n", "2", "--llem-cycles=2", "--llem-resume", "-v")
+    again.assert_outcomes(passed=4)
+    assert again.stdout.str().count("RESUMED") == 2  # cycle 1 of each experiment replayed by the workers
+    assert [p.name for p in (pytester.path / ".llem" / "runs").iterdir()] == [run.name]
+    assert {name: (run / "results" / name).read_bytes() for name in before} == before
+    assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_a_gate_under_xdist_fails_exactly_the_regressed_experiment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(zeus_fakes=FAKES.read_text())
+    two_gpus = HUNGRY_CONFTEST.replace("FakeGPUs([100.0], names=[", "FakeGPUs([100.0, 100.0], names=2 * [")
+    assert two_gpus != HUNGRY_CONFTEST
+    pytester.makeconftest(two_gpus)  # one GPU per worker
+    pytester.makefile(".yaml", study_g=HUNGRY_STUDY)
+    pytester.runpytest("-n", "2", "--llem-cycles=3", "--llem-save=base").assert_outcomes(passed=6)
+    monkeypatch.setenv("PLANTED_SEED", "2")
+    args = ("-n", "2", "--dist", "loadfile", "--llem-cycles=3", "--llem-compare=base", "--llem-fail=mean_power_w:10%")
+    result = pytester.runpytest(*args, "-rfE")
+    result.assert_outcomes(passed=7, failed=1)
+    assert "FAILED study_g.yaml::hungry-2[gate]" in result.stdout.str()
+    result.stdout.re_match_lines([r"hungry-1\s+3\s.*unchanged$", r"hungry-2\s+3\s.*regressed$"])
+
+
+SHARDED = STUDY.replace("random_seed: [1, 2]", "random_seed: [1, 2, 3, 4, 5]")
+
+
+def collected(pytester: pytest.Pytester, *args: str) -> list[str]:
+    result = pytester.runpytest("--co", "-q", "--llem-cycles=2", *args)
+    return [line for line in result.outlines if line.startswith("study_x.yaml::")]
+
+
+def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(pytester: pytest.Pytester) -> None:
+    project(pytester, WATTS[:1], SHARDED)
+    everything = collected(pytester)
+    shards = [collected(pytester, f"--llem-shard={k}/3") for k in (1, 2, 3)]
+    assert len(everything) == 10
+    assert sorted(n for shard in shards for n in shard) == sorted(everything)  # union complete, shards disjoint
+    for shard in shards:
+        experiments = {nodeid.split("::")[1].split("[")[0] for nodeid in shard}
+        assert shard and all(f"study_x.yaml::{e}[cycle{c}]" in shard for e in experiments for c in (1, 2))
+    bad = pytester.runpytest("--llem-shard=4/3")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--llem-shard: '4/3' is not I/N with 1 <= I <= N*"])
+
+    for k in (1, 2, 3):
+        pytester.runpytest("--llem-cycles=2", f"--llem-shard={k}/3", "--llem-no-gaps").assert_outcomes(
+            passed=len(shards[k - 1])
+        )
+    runs = sorted((pytester.path / ".llem" / "runs").iterdir())
+    assert len(runs) == 3
+    assert llem(["merge", *map(str, runs), "-o", str(pytester.path / "merged")]) == 0
+    manifest = json.loads((pytester.path / "merged" / "manifest.json").read_text())
+    assert sorted(i["nodeid"] for i in manifest["items"]) == sorted(everything)
+    assert manifest["status"] == "complete" and len(list((pytester.path / "merged" / "results").iterdir())) == 10
