@@ -173,9 +173,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class _ReportListener:
-    """Receives every test report of the session: keeps the results and writes the run folder (xdist workers' reports
-    carry them too, but the study overviews are only known where collection ran: gathering them on the controller is
-    still to do)."""
+    """Receives every test report of the session: keeps the results and writes the run folder. Under xdist the
+    controller receives the workers' reports, which carry the results, the run-folder entry and the study overview."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -198,6 +197,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return workers.auto_workers(config)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    runs.expect_items(node.config, ids)  # type: ignore[attr-defined]
+
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import hookspecs
 
@@ -215,6 +219,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[session_key] = SessionResults()
     config.stash[measurement_key] = measurement_session(config)
     config.stash[runs.store_key] = runs.open_resumed(config)
+    config.stash[runs.expected_key] = set()
     runs.check_save_name(config)
     outputs.check_report_options(config)
     sharding.check_option(config)

@@ -4,6 +4,7 @@ the end of the session. Only the process that receives every report (the control
 from __future__ import annotations
 
 import json
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,9 @@ __all__ = [
     "save_baseline",
     "store_key",
 ]
+
+
+expected_key = pytest.StashKey[set[str]]()  # study items xdist workers collected (the controller collects none)
 
 
 def runs_dir(config: pytest.Config) -> Path:
@@ -98,6 +102,14 @@ def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:
     )
 
 
+def expect_items(config: pytest.Config, nodeids: list[str]) -> None:
+    """Under xdist, the study items a worker collected: an item that never reports (-x, a lost worker) must leave the
+    run ``incomplete``, as a pending entry does without xdist."""
+    from .items import is_study_file
+
+    config.stash[expected_key].update(n for n in nodeids if is_study_file(Path(n.split("::")[0])))
+
+
 def item_started(config: pytest.Config, nodeid: str) -> None:
     store = config.stash[store_key]
     if store is not None and _writes_runs(config):
@@ -133,6 +145,8 @@ def record(config: pytest.Config, report: pytest.TestReport, carried: list[ItemR
         store.finished(report.nodeid, "skipped" if report.skipped else "failed", error=_first_lines(report))
     elif report.when == "teardown" and report.failed:
         store.finished(report.nodeid, "failed", error=_first_lines(report), result=result)
+    elif report.when not in ("setup", "call", "teardown") and report.failed:  # xdist: the worker crashed in it
+        store.finished(report.nodeid, "failed", error=_first_lines(report))
 
 
 def _first_lines(report: pytest.TestReport, limit: int = 20) -> str:
@@ -177,13 +191,19 @@ def finish(config: pytest.Config, session: SessionResults, measuring: Measuremen
     """End of session: close the run folder, save the baseline asked for, and say where it went."""
     if not _writes_runs(config):
         return
-    run = close(config.stash[store_key], session, measuring)
+    expected: set[str] = config.stash.get(expected_key, set())
+    run = close(config.stash[store_key], session, measuring, expected)
     saved = save_baseline(config, run, session, measuring)
     if saved:
         session.notes.append(saved)
 
 
-def close(store: RunStore | None, session: SessionResults, measuring: MeasurementSession) -> RunFolder | None:
+def close(
+    store: RunStore | None,
+    session: SessionResults,
+    measuring: MeasurementSession,
+    expected: AbstractSet[str] = frozenset(),
+) -> RunFolder | None:
     """Final status and summary; returns the run as written (its results read once, for the summary and a baseline).
     A session that ran nothing (a resume refused while collecting) leaves the run as it was; the summary covers every
     passed result and every study in the folder, this session's and the resumed run's."""
@@ -202,6 +222,6 @@ def close(store: RunStore | None, session: SessionResults, measuring: Measuremen
         session.notes.append(f"pytest-llem: no summary.json for run {store.run_id}: {exc}")
         run = None
     if not store.interrupted:
-        pending = any(e.status not in FINISHED for e in store.items.values())
+        pending = any(e.status not in FINISHED for e in store.items.values()) or bool(expected - set(store.items))
         store.close("incomplete" if pending else "complete")
     return run

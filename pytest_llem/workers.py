@@ -6,6 +6,7 @@ so with more than one worker their RAPL energy is not measured (null, with that 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,26 @@ import pytest
 from .energy.meter import CPU_SHARED_ENV, GpuDevice
 
 GPUS_INPUT = "llem_gpus"  # workerinput key: the worker's CUDA_VISIBLE_DEVICES
+SHARED_INPUT = "llem_workers"  # workerinput key: how many workers share the CPUs
+SKIPPED_DIRS = {"node_modules", "__pycache__", "build", "dist", "site-packages"}
+
+
+def runs_studies(config: pytest.Config) -> bool:
+    """Whether this session's paths hold a study file: only then does pytest-llem deal GPUs to xdist workers (the
+    plugin is loaded in every pytest run; `pytest -n 8` on a project's unit tests is none of its business)."""
+    from .items import is_study_file
+
+    for argument in config.args or [str(config.invocation_params.dir)]:
+        path = Path(argument.split("::")[0])
+        if path.is_file():
+            if is_study_file(path):
+                return True
+            continue
+        for folder, subfolders, files in os.walk(path):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in SKIPPED_DIRS]
+            if any(is_study_file(Path(folder) / name) for name in files):
+                return True
+    return False
 
 
 def gpu_sets(gpus: list[GpuDevice], per_worker: int) -> list[list[int]]:
@@ -60,6 +81,7 @@ class XdistController:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[SHARED_INPUT] = node.workerinput.get("workercount", 1)
         position = int(str(node.workerinput["workerid"]).removeprefix("gw"))
         if position < len(self.sets):  # sessionstart refused more workers than sets where there are GPUs
             node.workerinput[GPUS_INPUT] = ",".join(str(i) for i in self.sets[position])
@@ -67,6 +89,8 @@ class XdistController:
 
 def auto_workers(config: pytest.Config) -> int | None:
     """``-n auto``: one worker per GPU set where there are GPUs; None lets xdist decide (CPU count) otherwise."""
+    if not runs_studies(config):
+        return None
     gpus, sets = _visible_sets(config)
     return len(sets) if gpus else None
 
@@ -79,10 +103,11 @@ def narrow_worker(config: pytest.Config) -> None:
         return
     if GPUS_INPUT in workerinput:
         os.environ["CUDA_VISIBLE_DEVICES"] = workerinput[GPUS_INPUT]
-    if int(workerinput.get("workercount", 1)) > 1:
-        os.environ[CPU_SHARED_ENV] = str(workerinput["workercount"])
+    if int(workerinput.get(SHARED_INPUT, 1)) > 1:
+        os.environ[CPU_SHARED_ENV] = str(workerinput[SHARED_INPUT])
 
 
 def configure_controller(config: pytest.Config) -> None:
-    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput") and not config.option.collectonly:
+    controller = not hasattr(config, "workerinput") and not config.option.collectonly
+    if config.getoption("numprocesses", None) and controller and runs_studies(config):
         config.pluginmanager.register(XdistController(config), "llem-xdist-controller")

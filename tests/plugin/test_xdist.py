@@ -157,3 +157,25 @@ def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(
     manifest = json.loads((pytester.path / "merged" / "manifest.json").read_text())
     assert sorted(i["nodeid"] for i in manifest["items"]) == sorted(everything)
     assert manifest["status"] == "complete" and len(list((pytester.path / "merged" / "results").iterdir())) == 10
+
+
+def test_items_a_stopped_session_never_ran_leave_the_run_incomplete(pytester: pytest.Pytester) -> None:
+    project(pytester, WATTS[:1])
+    pytester.makefile(".yaml", study_a_bad=STUDY.replace("builtin:tiny-llama", "/nonexistent/model"))
+    result = pytester.runpytest("-n", "1", "-x", "--llem-cycles=1")
+    assert result.ret != pytest.ExitCode.OK  # xdist reports -x as an interruption
+    (run,) = (pytester.path / ".llem" / "runs").iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"  # the study_x items were collected by the worker but never reported
+    assert [i["status"] for i in manifest["items"]] == ["failed"]
+
+
+def test_a_project_without_studies_is_left_alone_under_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        zeus_fakes=FAKES.read_text(),
+        conftest="import zeus_fakes\n\ndef pytest_configure(config):\n"
+        "    zeus_fakes.install(zeus_fakes.FakeGPUs([1.0]), None)\n",
+        test_plain="import os\n\ndef test_env():\n    assert 'LLEM_XDIST_WORKERS' not in os.environ\n",
+    )
+    result = pytester.runpytest("-n", "2")  # one GPU, two workers: not pytest-llem's business without a study
+    result.assert_outcomes(passed=1)
