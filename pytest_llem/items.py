@@ -330,14 +330,15 @@ def junit_properties(result: ItemResult, prefix: str = "") -> list[tuple[str, st
 def record_report(results: SessionResults, report: pytest.TestReport) -> list[ItemResult]:
     """Take an item's results (or failure) out of its report; the same path serves reports from xdist workers.
 
-    A study item carries one result, a test using ``llem_energy`` one per window; a failed report counts a failure for
-    each result it carries (or, for a study item that failed before measuring, for its experiment). Returns what the
-    report carried, read once for every consumer."""
+    A study item carries one result, a test using ``llem_energy`` one per window; an item's first failed report (setup,
+    call or teardown) counts a failure for each result it carries (or, for a study item that failed before measuring,
+    for its experiment). Returns what the report carried, read once for every consumer."""
     for name, value in report.user_properties:
-        if name == STUDY_PROPERTY and json.loads(str(value))["path"] not in results.studies:
+        if name == STUDY_PROPERTY:
             overview = json.loads(str(value))
-            overview["skipped"] = [tuple(pair) for pair in overview["skipped"]]
-            results.add_study(StudyOverview(**overview))
+            if overview["path"] not in results.studies:  # xdist's controller learns the study from its items
+                overview["skipped"] = [tuple(pair) for pair in overview["skipped"]]
+                results.add_study(StudyOverview(**overview))
     if not any(name == ITEM_PROPERTY for name, _ in report.user_properties):
         return []
     carried = [
@@ -346,7 +347,8 @@ def record_report(results: SessionResults, report: pytest.TestReport) -> list[It
     if report.when == "call" and report.passed:
         for result in carried:
             results.add_result(result)
-    elif report.failed:
+    elif report.failed and report.nodeid not in results.failed_items:  # one failure per item, whichever phase
+        results.failed_items.add(report.nodeid)
         for result in carried:
             results.add_failure(result.study, result.experiment_id, measured=result)
         if not carried:

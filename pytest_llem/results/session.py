@@ -58,6 +58,7 @@ class SessionResults:
     results: list[ItemResult] = field(default_factory=list)  # passed items: the statistics use these only
     failures: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     failed_results: list[ItemResult] = field(default_factory=list)  # measured, then failed (an assert, --llem-strict)
+    failed_items: set[str] = field(default_factory=set)  # node ids already counted as failed
     verdicts: dict[tuple[str, str], list[Verdict]] = field(default_factory=dict)  # (study, experiment id) → gate's
     baseline_name: str | None = None  # the baseline compared with, when comparing
     notes: list[str] = field(default_factory=list)  # end-of-session lines for the summary (where a baseline went)

@@ -66,3 +66,19 @@ def test_gaps_owed_between_items_and_cycles() -> None:
     pacer = Pacer(sleep=slept.append)
     assert [pacer.wait(*item, execution) for item in sequential] == [0.0, 4.0, 2.5, 4.0]
     assert Pacer(sleep=slept.append).wait("s", "x", 1, ExecutionConfig()) == 0.0
+
+
+def test_an_item_failing_in_setup_and_teardown_is_one_failed_cycle() -> None:
+    import json as _json
+
+    from pytest_llem.items import ITEM_PROPERTY, record_report
+    from pytest_llem.results.session import SessionResults
+
+    session = SessionResults()
+    identity = [(ITEM_PROPERTY, _json.dumps({"study": "s.yaml", "experiment_id": "e", "cycle": 1}))]
+    for when in ("setup", "teardown"):
+        report = pytest.TestReport(
+            "s.yaml::e[cycle1]", ("s.yaml", 0, "e"), {}, "failed", "boom", when, user_properties=identity
+        )
+        record_report(session, report)
+    assert session.failures[("s.yaml", "e")] == 1
