@@ -208,6 +208,9 @@ def _merge(args: argparse.Namespace) -> int:
     sources = ", ".join(folder.run_id for folder in folders)
     print(f"merged {len(folders)} runs ({sources}) into {merged.folder}")
     print(f"{describe_run(merged)}; {len(merged.results)} results")
+    missing = merged.manifest.get("missing_shards")
+    if missing:
+        print(f"missing shard(s) {', '.join(missing)}: their experiments are not in the merged run", file=sys.stderr)
     return 0
 
 

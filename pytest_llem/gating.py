@@ -101,8 +101,9 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-# xdist modes that keep a file's (or a class's) items on one worker, so a gate runs where its cycles ran.
-GATE_SAFE_DISTRIBUTIONS = ("loadfile", "loadscope", "no")
+# xdist modes that keep an experiment's cycles and its gate on one worker, so a gate runs where its cycles ran
+# ("load", xdist's default, is replaced by scheduling.ExperimentScheduling).
+GATE_SAFE_DISTRIBUTIONS = ("load", "loadfile", "loadscope", "no")
 
 
 def _check_distribution(config: pytest.Config) -> None:
@@ -110,8 +111,8 @@ def _check_distribution(config: pytest.Config) -> None:
     distribution = config.getoption("dist", "no")
     if workers and distribution not in GATE_SAFE_DISTRIBUTIONS and not _is_worker(config):
         raise pytest.UsageError(
-            f"pytest-llem: --llem-compare under pytest-xdist needs --dist loadfile or --dist loadscope (not "
-            f"{distribution}): a gate item must run in the worker that ran its experiment's cycles"
+            f"pytest-llem: --llem-compare under pytest-xdist needs --dist load (the default), loadfile or "
+            f"loadscope, not {distribution}: a gate item must run in the worker that ran its experiment's cycles"
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from . import gating, outputs, runs, sharding, workers
+from . import gating, outputs, runs, scheduling, sharding, workers
 from .config.models import CycleOrder, backend_names
 from .energy.meter import METER_CHOICES
 from .fixtures import llem_energy as llem_energy
@@ -198,6 +198,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    return scheduling.make_scheduler(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
     runs.expect_items(node.config, ids)  # type: ignore[attr-defined]
 
@@ -268,6 +273,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     runs.finish(config, config.stash[session_key], config.stash[measurement_key])
     outputs.write_reports(config, config.stash[session_key], config.stash[runs.store_key])
+    sharding.finish(session)
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:

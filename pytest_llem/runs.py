@@ -85,10 +85,17 @@ def _open_store(config: pytest.Config) -> RunStore:
     store = config.stash[store_key]
     if store is None:
         try:
-            store = config.stash[store_key] = RunStore.create(runs_dir(config))
+            store = config.stash[store_key] = RunStore.create(runs_dir(config), shard=shard_label(config))
         except OSError as exc:
             raise pytest.UsageError(f"pytest-llem: cannot create the run folder in {runs_dir(config)}: {exc}") from None
     return store
+
+
+def shard_label(config: pytest.Config) -> str | None:
+    from .sharding import parse_shard
+
+    text = config.getoption("llem_shard")
+    return None if text is None else "{}/{}".format(*parse_shard(text))
 
 
 def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:

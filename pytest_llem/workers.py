@@ -103,6 +103,11 @@ def narrow_worker(config: pytest.Config) -> None:
         return
     if GPUS_INPUT in workerinput:
         os.environ["CUDA_VISIBLE_DEVICES"] = workerinput[GPUS_INPUT]
+        if "HIP_VISIBLE_DEVICES" in os.environ:  # ROCm (and Zeus's AMD path) read it before CUDA_VISIBLE_DEVICES
+            os.environ["HIP_VISIBLE_DEVICES"] = workerinput[GPUS_INPUT]
+        # The sets hold the driver's indices (NVML numbers GPUs in PCI bus order); CUDA's default order is "fastest
+        # first", which on a mixed machine would hand the worker another GPU than the one its meter reads.
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if int(workerinput.get(SHARED_INPUT, 1)) > 1:
         os.environ[CPU_SHARED_ENV] = str(workerinput[SHARED_INPUT])
 

@@ -137,9 +137,29 @@ def judge_results(
         previous = baseline.experiments.get(key)
         verdicts = None
         if previous is not None:
-            verdicts = judge(previous.samples, _samples_of(cycles), thresholds, alpha)
+            mismatch = energy_mismatch(previous.cycles, [r.metrics for r in cycles])
+            verdicts = judge(previous.samples, _samples_of(cycles), thresholds, alpha, mismatch)
         judged.append(Judged(study, experiment_id, key, verdicts))
     return judged
+
+
+def measured_devices(metrics: Metrics) -> str:
+    """What a cycle's energy sums over: "2 GPUs + CPU + DRAM", "1 GPU", "nothing"."""
+    gpus = len(metrics.gpu_energy_j)
+    parts = [f"{gpus} GPU{'s' * (gpus > 1)}"] if gpus else []
+    rapl = (("CPU", metrics.cpu_energy_j), ("DRAM", metrics.dram_energy_j))
+    parts += [name for name, joules in rapl if joules is not None]
+    return " + ".join(parts) or "nothing"
+
+
+def energy_mismatch(baseline: Sequence[Metrics], current: Sequence[Metrics]) -> str | None:
+    """Why the two sides' energies are sums over different devices (a run with several xdist workers loses the CPU
+    package; a run on more GPUs adds theirs), or None when they measured the same."""
+    before = {measured_devices(m) for m in baseline if m.energy_j is not None}
+    now = {measured_devices(m) for m in current if m.energy_j is not None}
+    if not before or not now or before == now:
+        return None
+    return f"the baseline measured {' / '.join(sorted(before))}, this run {' / '.join(sorted(now))}"
 
 
 def _samples_of(results: Sequence[ItemResult]) -> Callable[[str], list[float]]:

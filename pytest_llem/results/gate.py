@@ -35,6 +35,8 @@ DIRECTION: dict[str, int] = {
 DEFAULT_ALPHA = 0.05
 POWER = 0.8
 DEFAULT_METRIC = "energy_per_output_token_j"
+# Sums over the measured devices: comparable only when both sides measured the same ones.
+ENERGY_METRICS = frozenset({"energy_j", "energy_per_output_token_j", "mean_power_w", "energy_adjusted_j"})
 FALLBACK_METRIC = "tokens_per_s"  # when neither side measured energy
 OUTCOMES = ("regressed", "inconclusive", "improved", "unchanged", "not measured")  # worst first
 UNITS = {"energy_per_output_token_j": "J/tok", "energy_j": "J", "mean_power_w": "W",
@@ -169,6 +171,7 @@ def judge(
     current: Callable[[str], list[float]],
     thresholds: Sequence[Threshold],
     alpha: float = DEFAULT_ALPHA,
+    energy_mismatch: str | None = None,
 ) -> list[Verdict]:
     """Every threshold's verdict for one experiment; ``baseline`` / ``current`` give a metric's samples by name.
     The default metric is energy per output token when either side measured it (a side that lost its meter is then
@@ -182,7 +185,7 @@ def judge(
                 (m for m in (DEFAULT_METRIC, "energy_j") if baseline(m) or current(m)),
                 FALLBACK_METRIC,
             )
-        verdicts.append(compare(metric, baseline(metric), current(metric), threshold.pct, alpha))
+        verdicts.append(compare(metric, baseline(metric), current(metric), threshold.pct, alpha, energy_mismatch))
     return verdicts
 
 
@@ -196,8 +199,10 @@ def compare(
     current: Sequence[float],
     threshold_pct: float,
     alpha: float = DEFAULT_ALPHA,
+    energy_mismatch: str | None = None,
 ) -> Verdict:
-    """The verdict for one metric of one experiment, from the cycles of the baseline and of this run."""
+    """The verdict for one metric of one experiment, from the cycles of the baseline and of this run.
+    ``energy_mismatch`` says why the two sides' energies cover different devices (then energy is not comparable)."""
     if metric not in DIRECTION:
         raise ValueError(f"no known direction for {metric!r}; known: {', '.join(sorted(DIRECTION))}")
     direction = DIRECTION[metric]
@@ -215,6 +220,8 @@ def compare(
         return verdict("not measured", "neither run measured it")
     if not before.n or not now.n:
         return verdict("inconclusive", f"{'the baseline' if not before.n else 'this run'} has no measured value")
+    if energy_mismatch and metric in ENERGY_METRICS:
+        return verdict("inconclusive", f"not comparable: {energy_mismatch}")
     old, new = before.samples, now.samples
     log_old, log_new = [math.log(v) for v in old], [math.log(v) for v in new]
     # The change is the ratio of geometric means: the quantity the test on logs is about.

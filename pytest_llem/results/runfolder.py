@@ -63,6 +63,12 @@ class RunFolder:
         return str(self.manifest.get("status", "unknown"))
 
     @property
+    def shard(self) -> tuple[int, int] | None:
+        """(I, N) when the run was shard I of N (``--llem-shard``)."""
+        index, _, count = str(self.manifest.get("shard") or "").partition("/")
+        return (int(index), int(count)) if index.isdigit() and count.isdigit() else None
+
+    @property
     def studies(self) -> dict[str, str]:
         """Study nodeid → study_design_hash."""
         return dict(self.manifest.get("studies", {}))
@@ -153,6 +159,7 @@ def merge(folders: Sequence[RunFolder], out: Path) -> RunFolder:
     if not folders:
         raise RunFolderError("nothing to merge")
     _check_distinct(folders)
+    _check_shards(folders)
     _check_out(out)
     studies = _merged_studies(folders)
     chosen = _choose_entries(folders)
@@ -186,6 +193,26 @@ def _check_distinct(folders: Sequence[RunFolder]) -> None:
         if resolved in seen:
             raise RunFolderError(f"{folder.folder} is given twice")
         seen[resolved] = folder
+
+
+def _check_shards(folders: Sequence[RunFolder]) -> None:
+    splits = {f.shard[1]: f for f in folders if f.shard is not None}
+    if len(splits) > 1:
+        (a, first), (b, second) = list(splits.items())[:2]
+        raise RunFolderError(
+            f"{first.folder} is a shard of {a} but {second.folder} a shard of {b}: shards of different splits "
+            "do not add up to one run"
+        )
+
+
+def missing_shards(folders: Sequence[RunFolder]) -> list[str]:
+    """The shards (``I/N``) of the split the inputs come from that none of them is."""
+    shards = [f.shard for f in folders if f.shard is not None]
+    if not shards:
+        return []
+    count = shards[0][1]
+    present = {index for index, _ in shards}
+    return [f"{i}/{count}" for i in range(1, count + 1) if i not in present]
 
 
 def _check_out(out: Path) -> None:
@@ -278,9 +305,11 @@ def _manifest(
 ) -> dict[str, Any]:
     started = [f.manifest["started_at"] for f in folders if f.manifest.get("started_at") is not None]
     finished = [f.manifest["finished_at"] for f in folders if f.manifest.get("finished_at") is not None]
+    missing = missing_shards(folders)
     manifest: dict[str, Any] = {
         "run_id": run_id,
-        "status": "complete" if all(e.status in FINISHED for e in entries) else "incomplete",
+        # a missing shard's items were never registered: the run is incomplete although every item it lists finished
+        "status": "complete" if all(e.status in FINISHED for e in entries) and not missing else "incomplete",
         "started_at": min(started, default=None),
         "finished_at": max(finished, default=None),
         "studies": studies,
@@ -289,6 +318,8 @@ def _manifest(
         # The layout cannot be read back from concatenated shards, so it is taken from the inputs now.
         "cycle_order": {study: _agreed_cycle_order(folders, study) for study in studies},
     }
+    if missing:
+        manifest["missing_shards"] = missing
     fingerprints = {Environment.model_validate(env).fingerprint for env in environments.values()}
     if len(fingerprints) > 1:  # env.json keeps the first; the others must not vanish
         manifest["environments"] = environments

@@ -135,6 +135,7 @@ class RunStore:
         self.items: dict[str, ItemEntry] = {}
         self.studies: dict[str, str] = {}  # study → study_design_hash
         self.cycle_orders: dict[str, str] = {}  # study → how its items were laid out
+        self.shard: str | None = None  # "I/N" of --llem-shard, so that `llem merge` can tell a shard is missing
         self.status = "running"
         self.touched = False  # an item started or finished in this session
         self.interrupted = False
@@ -143,8 +144,9 @@ class RunStore:
         self._previous: dict[ItemKey, ItemEntry] = {}
 
     @classmethod
-    def create(cls, runs_dir: Path) -> RunStore:
+    def create(cls, runs_dir: Path, shard: str | None = None) -> RunStore:
         store = cls(runs_dir / new_run_id())
+        store.shard = shard
         (store.folder / RESULTS).mkdir(parents=True)
         store.save_manifest()
         return store
@@ -166,6 +168,7 @@ class RunStore:
         store.started_at = manifest.get("started_at", store.started_at)
         store.studies = dict(manifest.get("studies", {}))
         store.cycle_orders = dict(manifest.get("cycle_order", {}))
+        store.shard = manifest.get("shard")
         for entry in entries:
             store.items[entry.nodeid] = entry
             if entry.status == "passed" and entry.key and entry.result_file:
@@ -244,15 +247,14 @@ class RunStore:
         self.save_manifest()
 
     def save_manifest(self) -> None:
-        write_json(
-            self.folder / MANIFEST,
-            {
-                "run_id": self.run_id,
-                "status": self.status,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "studies": self.studies,
-                "cycle_order": self.cycle_orders,
-                "items": [vars(entry) for entry in self.items.values()],
-            },
-        )
+        manifest = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "studies": self.studies,
+            "cycle_order": self.cycle_orders,
+            **({"shard": self.shard} if self.shard else {}),
+            "items": [vars(entry) for entry in self.items.values()],
+        }
+        write_json(self.folder / MANIFEST, manifest)

@@ -188,8 +188,8 @@ def test_a_baseline_from_other_hardware_is_refused_unless_asked(
         (["--llem-compare=base", "--llem-fail=tokens_per_s:lots"], "*write METRIC:PCT (e.g.*"),
         (["--llem-compare=base", "--llem-alpha=2"], "*--llem-alpha: the significance level must be between 0 and 1*"),
         (
-            ["--llem-compare=base", "-n", "2"],
-            "*--llem-compare under pytest-xdist needs --dist loadfile or *(not load)*",
+            ["--llem-compare=base", "-n", "2", "--dist", "worksteal"],
+            "*--llem-compare under pytest-xdist needs --dist load (the default), loadfile or loadscope, not worksteal*",
         ),
         (["--llem-json=."], "*--llem-json: * is a folder; give a file path*"),
     ],

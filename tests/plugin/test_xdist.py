@@ -4,6 +4,8 @@ gathered on the controller, gates and resume under xdist; --llem-shard and mergi
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -77,6 +79,42 @@ def test_each_worker_measures_only_its_own_gpus_and_the_controller_writes_one_ru
     )
 
 
+def test_workers_are_dealt_the_gpus_the_controller_was_given_in_pci_order(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(pytester, WATTS)
+    conftest = pytester.path / "conftest.py"
+    conftest.write_text(
+        conftest.read_text()
+        + textwrap.dedent(
+            """
+            import json, os
+
+            def pytest_sessionstart(session):
+                if hasattr(session.config, "workerinput"):
+                    keys = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+                    name = f"env_{session.config.workerinput['workerid']}.json"
+                    with open(name, "w") as f:
+                        json.dump({k: os.environ.get(k) for k in keys}, f)
+            """
+        )
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "1,3")
+    result = pytester.runpytest_subprocess("-n", "2", "--llem-cycles=1", "--junitxml=out.xml")
+    result.assert_outcomes(passed=2)
+    envs = sorted(json.loads(p.read_text())["CUDA_VISIBLE_DEVICES"] for p in pytester.path.glob("env_gw*.json"))
+    assert envs == ["1", "3"]  # physical indices, as CUDA_VISIBLE_DEVICES names them
+    for path in pytester.path.glob("env_gw*.json"):
+        env = json.loads(path.read_text())
+        assert env["HIP_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"] and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    measured = junit_results(pytester.path / "out.xml")
+    assert sorted(int(i) for r in measured for i in r["metrics"]["gpu_energy_j"]) == [1, 3]
+    for r in measured:
+        ((index, joules),) = r["metrics"]["gpu_energy_j"].items()
+        assert joules == pytest.approx(WATTS[int(index)] * r["metrics"]["duration_s"], rel=0.05, abs=0.01)
+
+
 def test_more_workers_than_gpu_sets_is_a_usage_error(pytester: pytest.Pytester) -> None:
     project(pytester, WATTS[:2])
     result = pytester.runpytest("-n", "3")
@@ -119,11 +157,21 @@ def test_a_gate_under_xdist_fails_exactly_the_regressed_experiment(
     pytester.makefile(".yaml", study_g=HUNGRY_STUDY)
     pytester.runpytest("-n", "2", "--llem-cycles=3", "--llem-save=base").assert_outcomes(passed=6)
     monkeypatch.setenv("PLANTED_SEED", "2")
-    args = ("-n", "2", "--dist", "loadfile", "--llem-cycles=3", "--llem-compare=base", "--llem-fail=mean_power_w:10%")
-    result = pytester.runpytest(*args, "-rfE")
+    # xdist's default distribution: the experiment scheduler keeps each experiment's cycles and gate on one worker
+    args = ("-n", "2", "--llem-cycles=3", "--llem-compare=base", "--llem-fail=mean_power_w:10%")
+    result = pytester.runpytest(*args, "-rfE", "-v")
     result.assert_outcomes(passed=7, failed=1)
     assert "FAILED study_g.yaml::hungry-2[gate]" in result.stdout.str()
     result.stdout.re_match_lines([r"hungry-1\s+3\s.*unchanged$", r"hungry-2\s+3\s.*regressed$"])
+    workers = {}  # experiment → the workers that ran its items
+    for line in result.outlines:
+        if match := re.match(r"\[(gw\d)\] .* study_g\.yaml::(hungry-\d)\[", line):
+            workers.setdefault(match.group(2), set()).add(match.group(1))
+    assert sorted(workers) == ["hungry-1", "hungry-2"] and all(len(w) == 1 for w in workers.values())
+    assert workers["hungry-1"] != workers["hungry-2"]  # the two experiments ran side by side
+    loadgroup = pytester.runpytest(*args, "--dist", "loadgroup")
+    assert loadgroup.ret == pytest.ExitCode.USAGE_ERROR
+    loadgroup.stderr.fnmatch_lines(["*--llem-compare under pytest-xdist needs --dist load (the default)*"])
 
 
 SHARDED = STUDY.replace("random_seed: [1, 2]", "random_seed: [1, 2, 3, 4, 5]")
@@ -157,6 +205,18 @@ def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(
     manifest = json.loads((pytester.path / "merged" / "manifest.json").read_text())
     assert sorted(i["nodeid"] for i in manifest["items"]) == sorted(everything)
     assert manifest["status"] == "complete" and len(list((pytester.path / "merged" / "results").iterdir())) == 10
+    assert llem(["merge", str(runs[0]), str(runs[2]), "-o", str(pytester.path / "partial")]) == 0
+    partial = json.loads((pytester.path / "partial" / "manifest.json").read_text())
+    assert partial["status"] == "incomplete" and partial["missing_shards"] == ["2/3"]  # every listed item passed
+    assert all(i["status"] == "passed" for i in partial["items"])
+
+    many = pytester.runpytest("--llem-cycles=2", "--llem-shard=7/9")  # 5 experiments: shards 6 to 9 hold nothing
+    assert many.ret == pytest.ExitCode.OK
+    many.stdout.fnmatch_lines(["*pytest-llem: shard 7/9 holds no items*"])
+    pytester.runpytest("--llem-cycles=2", "--llem-shard=1/4", "--llem-no-gaps").assert_outcomes(passed=4)
+    other_split = sorted((pytester.path / ".llem" / "runs").iterdir())[-1]
+    assert json.loads((other_split / "manifest.json").read_text())["shard"] == "1/4"
+    assert llem(["merge", str(runs[0]), str(other_split), "-o", str(pytester.path / "mixed")]) == 2
 
 
 def test_items_a_stopped_session_never_ran_leave_the_run_incomplete(pytester: pytest.Pytester) -> None:

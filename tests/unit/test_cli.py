@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llem.cli import main
-from pytest_llem.results import baselines
+from pytest_llem.results import baselines, gate
 from pytest_llem.results.environment import Environment, GpuFingerprint
 from pytest_llem.results.runfolder import RunFolder, merge
 from pytest_llem.results.schema import ItemResult, Metrics
@@ -301,3 +301,24 @@ def test_compare_that_compares_nothing_is_not_a_pass(runs_dir: Path, capsys: pyt
     captured = capsys.readouterr()
     assert "no regression in 0 compared experiments; 1 baseline experiments not in this run" in captured.out
     assert "llem: no experiment of run" in captured.err
+
+
+def test_energy_over_other_devices_is_not_compared_but_speed_still_is() -> None:
+    def cycles(cpu_j: float | None, tokens_per_s: float) -> list[ItemResult]:
+        made = []
+        for c, jitter in enumerate((0.99, 1.0, 1.01), start=1):
+            r = result("exp-a", c, 0.5 * jitter, STUDY, "hash1")
+            changes = {"gpu_energy_j": {0: 40.0 * jitter}, "cpu_energy_j": cpu_j, "tokens_per_s": tokens_per_s * jitter}
+            metrics = r.metrics.model_copy(update=changes)
+            made.append(r.model_copy(update={"metrics": metrics}))
+        return made
+
+    baseline = baselines.build("main", cycles(10.0, 50.0), "run1", None)  # GPU + CPU (one worker)
+    thresholds = [gate.Threshold(None, 5.0), gate.Threshold("tokens_per_s", 5.0)]
+    (judged,) = baselines.judge_results(baseline, cycles(None, 30.0), thresholds, 0.05)  # GPU only (several workers)
+    energy, speed = judged.verdicts or []
+    assert energy.metric == "energy_per_output_token_j" and energy.outcome == "inconclusive"
+    assert energy.reason == "not comparable: the baseline measured 1 GPU + CPU, this run 1 GPU"
+    assert speed.outcome == "regressed"  # tokens/s does not depend on what the meter could see
+    (same,) = baselines.judge_results(baseline, cycles(10.0, 50.0), thresholds, 0.05)
+    assert [v.outcome for v in same.verdicts or []] == ["unchanged", "unchanged"]
