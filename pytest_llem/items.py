@@ -327,6 +327,11 @@ def junit_properties(result: ItemResult, prefix: str = "") -> list[tuple[str, st
     return [(prefix + name, "null" if value is None else repr(value)) for name, value in values.items()]
 
 
+def experiment_backends(items: list[pytest.Item]) -> set[str]:
+    """The backends the collected study items run on."""
+    return {item.experiment.backend for item in items if isinstance(item, ExperimentItem)}
+
+
 def record_report(results: SessionResults, report: pytest.TestReport) -> list[ItemResult]:
     """Take an item's results (or failure) out of its report; the same path serves reports from xdist workers.
 

@@ -32,6 +32,7 @@ class MeasurementSession:
     idle_baselines: IdleBaselines = field(default_factory=IdleBaselines)
     child_setup: list[str] = field(default_factory=list)  # import paths run first in every isolated child
     pacer: Pacer = field(default_factory=Pacer)
+    backends: set[str] = field(default_factory=set)  # of the collected items: what the forkserver preloads
     _environment: Environment | None = None
 
     def meter_for(self, energy: EnergyConfig | None = None) -> Meter:
@@ -70,7 +71,7 @@ class MeasurementSession:
             cache_dir=cache_dir,
             setup_paths=list(self.child_setup),
         )
-        metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds)
+        metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds, self.backends | {config.backend})
         return metrics
 
     def environment(self) -> Environment:

@@ -20,6 +20,7 @@ from .items import (
     StudyFile,
     check_execution_options,
     comparison_key,
+    experiment_backends,
     is_study_file,
     measurement_key,
     measurement_session,
@@ -263,6 +264,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     runs.register_items(session.config, session.items)
+    session.config.stash[measurement_key].backends = experiment_backends(session.items)
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:

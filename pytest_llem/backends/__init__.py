@@ -19,7 +19,10 @@ _REQUIRED_MODULE = {"pytorch": "transformers", "vllm": "vllm"}
 
 
 # Built-in factories as import paths, so an isolated child process can import them by name.
-BUILTIN_FACTORIES: dict[str, str] = {"pytorch": "pytest_llem.backends.pytorch:PyTorchBackend"}
+BUILTIN_FACTORIES: dict[str, str] = {
+    "pytorch": "pytest_llem.backends.pytorch:PyTorchBackend",
+    "vllm": "pytest_llem.backends.vllm:VLLMBackend",
+}
 _extra_factories: dict[str, str] = {}
 
 
@@ -80,8 +83,6 @@ def _builtin_unavailable_reason(name: str) -> str | None:
         return f"no backend named {name!r} is registered"
     if importlib.util.find_spec(module) is None:
         return f"{module} is not installed; install it with: {INSTALL_HINTS[name]}"
-    if name not in BUILTIN_FACTORIES:
-        return f"{module} is installed, but this version of pytest-llem has no {name} backend yet"
     return None
 
 

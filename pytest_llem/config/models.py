@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem
+from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem, vllm_engine_problem
 from .platform import Platform, detect_platform
 
 # The built-in backends, each with its own settings section; plugins may add more (``pytest_llem_backends``).
@@ -216,11 +216,14 @@ class VLLMEngineConfig(BaseModel):
     kv_cache_memory_bytes: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _contradictions(self) -> VLLMEngineConfig:
+    def _contradictions(self, info: ValidationInfo) -> VLLMEngineConfig:
         if self.kv_cache_memory_bytes is not None and self.gpu_memory_utilization is not None:
             raise invalid_combination(
                 "kv_cache_memory_bytes and gpu_memory_utilization both size the KV cache; set one"
             )
+        problem = vllm_engine_problem(self.model_dump(exclude_none=True), _platform(info))
+        if problem:
+            raise invalid_combination(problem)
         return self
 
 

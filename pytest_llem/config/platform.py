@@ -30,3 +30,24 @@ def detect_platform() -> Platform:
     if Path("/dev/kfd").exists() and any(Path("/dev/dri").glob("renderD*")):
         return "cuda"  # ROCm builds of torch speak the CUDA API
     return "cpu"
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``), empty where unreadable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+@cache
+def numa_nodes() -> int:
+    """NUMA nodes of this machine (vLLM's CPU workers bind one node each); 1 where unreadable."""
+    nodes = Path("/sys/devices/system/node")
+    found = list(nodes.glob("node[0-9]*")) if nodes.is_dir() else []
+    return max(len(found), 1)

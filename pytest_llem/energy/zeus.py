@@ -200,7 +200,9 @@ class ZeusMeter:
             source=self._source,
             unavailable_reason=reason,
             warnings=verdict.warnings,
-            unavailable={"cpu_energy_j": self.cpu_unavailable_reason} if self.cpu_unavailable_reason else {},
+            unavailable=dict.fromkeys(("cpu_energy_j", "dram_energy_j"), self.cpu_unavailable_reason)
+            if self.cpu_unavailable_reason
+            else {},  # RAPL reads DRAM beside the packages: neither is measured when it is not read
         )
 
     def cancel(self, name: str) -> None:

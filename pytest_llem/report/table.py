@@ -39,7 +39,7 @@ COLUMNS: list[tuple[str, Callable[[ExperimentSummary], str]]] = [
     ("tokens/s (95% CI)", lambda r: _mean_ci(r.metrics["tokens_per_s"])),
     ("output tok", lambda r: _mean(r.metrics["output_tokens"], digits=0)),
     ("TTFT ms", lambda r: _mean(r.metrics["ttft_s.mean"], scale=1000)),
-    ("ITL p50 ms", lambda r: _mean(r.metrics["itl_s.p50"], scale=1000, digits=2)),
+    ("ITL ms", lambda r: _mean(r.metrics["itl_s.mean"], scale=1000, digits=2)),
     ("peak MB", lambda r: _max(r.metrics["peak_memory_mb"])),
     ("energy J (95% CI)", lambda r: _mean_ci(r.metrics["energy_j"], digits=None)),
     ("J/tok", lambda r: _mean_ci(r.metrics["energy_per_output_token_j"], digits=None)),

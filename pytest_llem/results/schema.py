@@ -17,8 +17,8 @@ class LatencyStats(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mean: float
-    p50: float
-    p95: float
+    p50: float | None  # None when only the mean is known (see ``mean_only``)
+    p95: float | None
     n: int
 
     @classmethod
@@ -34,6 +34,11 @@ class LatencyStats(BaseModel):
             p95=float(np.percentile(values, 95)),
             n=len(samples),
         )
+
+    @classmethod
+    def mean_only(cls, mean: float, n: int) -> LatencyStats:
+        """``n`` intervals whose mean is known exactly (from first and last times) but not their spread."""
+        return cls(mean=mean, p50=None, p95=None, n=n)
 
 
 class EnergyMetrics(BaseModel):

@@ -91,7 +91,10 @@ def run_experiment(
         unavailable["peak_memory_mb"] = memory.source
     if not generation.ttft_s:
         unavailable.setdefault("ttft_s", "no sequence produced a token")
-    if not generation.itl_s:
+    itl = LatencyStats.of(generation.itl_s)
+    if itl is None and generation.itl_mean_s is not None:
+        itl = LatencyStats.mean_only(generation.itl_mean_s, generation.itl_count)
+    if itl is None:
         unavailable.setdefault("itl_s", "no sequence produced more than one token")
     if not config.baseline.enabled:
         unavailable["idle_power_w"] = "baseline.enabled is false"
@@ -104,7 +107,7 @@ def run_experiment(
         output_tokens=generation.output_tokens,
         tokens_per_s=generation.output_tokens / duration if duration > 0 else None,
         ttft_s=LatencyStats.of(generation.ttft_s),
-        itl_s=LatencyStats.of(generation.itl_s),
+        itl_s=itl,
         peak_memory_mb=memory.mb,
         peak_memory_source=memory.source,
         flops_estimate=generation.flops_estimate,

@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from ..errors import LlemError
 from ..results.schema import Metrics
 from .child import ChildJob, child_main
 
-# Imported once in the forkserver (see preload.py for what and why).
+# Imported once in the forkserver (see preload.py for what and why), plus a backend's own when the session runs it.
 PRELOAD = ["pytest_llem.runner.child", "pytest_llem.runner.preload"]
+BACKEND_PRELOAD = {"vllm": "pytest_llem.runner.preload_vllm"}
 STDERR_TAIL_LINES = 15
 _context: ForkServerContext | None = None
 
@@ -32,12 +34,13 @@ class ChildFailure(LlemError):
     """The child did not bring back a result: it timed out, was killed by a signal, exited, or raised."""
 
 
-def forkserver() -> ForkServerContext:
+def forkserver(backends: Collection[str] = ()) -> ForkServerContext:
+    """The session's forkserver, started on first use with the preloads of ``backends`` (the session's)."""
     global _context
     if _context is None:
         context = multiprocessing.get_context("forkserver")
         assert isinstance(context, ForkServerContext)
-        context.set_forkserver_preload(PRELOAD)
+        context.set_forkserver_preload(PRELOAD + [BACKEND_PRELOAD[b] for b in sorted(backends) if b in BACKEND_PRELOAD])
         _context = context
     return _context
 
@@ -70,9 +73,11 @@ def _kill(process: multiprocessing.process.BaseProcess) -> None:
     process.join(timeout=10)
 
 
-def run_in_child(job: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleBaselines]:
+def run_in_child(
+    job: ChildJob, timeout_s: float | None, session_backends: Collection[str] = ()
+) -> tuple[Metrics, IdleBaselines]:
     """Run the job in a child; its metrics and the idle baselines it may have refreshed, or a ChildFailure."""
-    context = forkserver()
+    context = forkserver(session_backends)
     with tempfile.TemporaryDirectory(prefix="llem-child-") as folder:
         stderr_path = Path(folder) / "stderr.txt"
         receiver, sender = context.Pipe(duplex=False)

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..config.models import ExperimentConfig
+from ..config.models import BACKENDS, ExperimentConfig
 
 _UNSAFE = re.compile(r"[^\w.+-]+")
 
@@ -57,12 +57,19 @@ def experiment_ids(experiments: Sequence[ExperimentConfig]) -> list[str]:
     """One unique id per experiment: its own ``id:`` if given, else ``<backend>-<varying values…>``."""
     identities = [e.identity_fields for e in experiments]
     varying = [p for p in varying_paths(identities) if p != ("backend",)]
+    # A backend's own section (`vllm.sampling.ignore_eos`) names its experiments only where it varies among them:
+    # beside another backend, which lacks the section, the backend in the id already tells them apart.
+    within = {
+        backend: set(varying_paths([i for e, i in zip(experiments, identities, strict=True) if e.backend == backend]))
+        for backend in {e.backend for e in experiments}
+    }
     ids = []
     for exp, identity in zip(experiments, identities, strict=True):
         if exp.id:
             ids.append(exp.id)
             continue
-        values = [(p, lookup(identity, p)) for p in varying]
+        shown = [p for p in varying if p[0] not in BACKENDS or p in within[exp.backend]]
+        values = [(p, lookup(identity, p)) for p in shown]
         ids.append("-".join([exp.backend] + [_show(p, v) for p, v in values if v is not None]))
     return _deduplicate(ids, explicit=[bool(e.id) for e in experiments])
 

@@ -167,8 +167,8 @@ def _build_tiny_llama(folder: Path) -> None:
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=2,  # head size 32: the smallest vLLM's CPU attention kernels run
+        num_key_value_heads=2,
         max_position_embeddings=_TINY_MAX_POSITIONS,
         tie_word_embeddings=False,
         **ids,
@@ -238,7 +238,7 @@ def _build_smollm2(folder: Path) -> None:
 
 
 _BUILTINS: dict[str, Recipe] = {
-    "tiny-llama": Recipe(version=1, build=_build_tiny_llama),
+    "tiny-llama": Recipe(version=2, build=_build_tiny_llama),
     "smollm2-135m": Recipe(version=1, build=_build_smollm2),
 }
 

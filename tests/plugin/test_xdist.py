@@ -63,6 +63,7 @@ def test_each_worker_measures_only_its_own_gpus_and_the_controller_writes_one_ru
             assert joules == pytest.approx(WATTS[int(index)] * r["metrics"]["duration_s"], rel=0.05, abs=0.01)
         assert r["metrics"]["cpu_energy_j"] is None  # two workers share the CPU package
         assert "2 pytest-xdist workers" in r["metrics"]["unavailable"]["cpu_energy_j"]
+        assert r["metrics"]["unavailable"]["dram_energy_j"] == r["metrics"]["unavailable"]["cpu_energy_j"]
         seen |= gpus
     assert seen == {0, 1, 2, 3}
     (run,) = (pytester.path / ".llem" / "runs").iterdir()

@@ -232,6 +232,20 @@ def test_vllm_kv_cache_sized_twice() -> None:
     assert make(backend="vllm", vllm={"engine": {"kv_cache_memory_bytes": 2**30}}).vllm is not None
 
 
+@pytest.mark.parametrize(
+    ("engine", "mentions"),
+    [
+        ({"gpu_memory_utilization": 0.5}, "gpu_memory_utilization sizes GPU memory"),
+        ({"cpu_offload_gb": 1.0}, "cpu_offload_gb"),
+        ({"tensor_parallel_size": 64}, "64 CPU workers (tensor x pipeline parallel) need as many NUMA nodes"),
+        ({"tensor_parallel_size": 8, "pipeline_parallel_size": 8}, "64 CPU workers"),
+    ],
+)
+def test_vllm_engine_options_a_cpu_cannot_honour(engine: dict[str, Any], mentions: str) -> None:
+    assert_invalid_combination("cpu", mentions=mentions, backend="vllm", vllm={"engine": engine})
+    assert make("cuda", backend="vllm", vllm={"engine": engine}).vllm is not None  # a GPU machine runs them
+
+
 def test_vllm_beam_search_and_sampling() -> None:
     assert_invalid_combination(
         mentions="beam_search", backend="vllm", vllm={"beam_search": {"beam_width": 4}, "sampling": {"n": 1}}
@@ -247,10 +261,10 @@ def test_passthrough_kwargs_must_not_repeat_fields() -> None:
 @pytest.mark.parametrize(
     ("backend", "platform", "precision", "runs"),
     [
-        ("vllm", "cuda", "fp32", False),
+        ("vllm", "cuda", "fp32", True),
         ("vllm", "cuda", "fp16", True),
         ("vllm", "cuda", "bf16", True),
-        ("vllm", "cpu", "fp16", False),
+        ("vllm", "cpu", "fp16", True),  # vLLM's CpuPlatform.supported_dtypes on x86 and aarch64
         ("vllm", "cpu", "fp32", True),
         ("vllm", "cpu", "bf16", True),
         ("pytorch", "cpu", "fp32", True),

@@ -353,15 +353,18 @@ def test_invalid_combinations_are_skipped_and_valid_ones_kept() -> None:
     assert skipped[0].errors and skipped[0].errors[0]["type"] == "invalid_combination"
 
 
-def test_platform_decides_which_precisions_are_skipped() -> None:
-    raw = {"model": MODEL, "backend": "vllm", "sweep": {"precision": ["fp32", "fp16", "bf16"]}}
+def test_platform_decides_which_configs_are_skipped() -> None:
+    raw = {
+        "model": MODEL,
+        "backend": "vllm",
+        "sweep": {"precision": ["fp32", "bf16"]},
+        "experiments": [{"vllm": {"engine": {"gpu_memory_utilization": 0.9}}}],
+    }
     valid, skipped = expand(raw, platform="cuda")
-    assert [e.precision for e in valid] == ["fp16", "bf16"]
-    assert [s.raw_config["precision"] for s in skipped] == ["fp32"]
-    valid, skipped = expand(raw, platform="cpu")
+    assert len(valid) == 3 and skipped == []
+    valid, skipped = expand(raw, platform="cpu")  # a GPU-memory option means nothing on a CPU
     assert [e.precision for e in valid] == ["fp32", "bf16"]
-    assert [s.raw_config["precision"] for s in skipped] == ["fp16"]
-    assert "precision" in skipped[0].reason
+    assert len(skipped) == 1 and "gpu_memory_utilization sizes GPU memory" in skipped[0].reason
 
 
 def test_all_invalid_is_nothing_to_run() -> None:

@@ -21,8 +21,8 @@ SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_hea
 RUNS: dict[tuple[str, str], frozenset[str]] = {
     ("pytorch", "cpu"): frozenset({"fp32", "fp16", "bf16"}),
     ("pytorch", "cuda"): frozenset({"fp32", "fp16", "bf16"}),
-    ("vllm", "cpu"): frozenset({"fp32", "bf16"}),
-    ("vllm", "cuda"): frozenset({"fp16", "bf16"}),
+    ("vllm", "cpu"): frozenset({"fp32", "fp16", "bf16"}),
+    ("vllm", "cuda"): frozenset({"fp32", "fp16", "bf16"}),
 }
 
 # ------------------------------------------------------------------------------------- (a) sizes and duplicates
