@@ -204,6 +204,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    sharding.worker_finished(node.config, getattr(node, "workeroutput", {}))
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
     runs.expect_items(node.config, ids)  # type: ignore[attr-defined]
 

@@ -66,9 +66,16 @@ def open_resumed(config: pytest.Config) -> RunStore | None:
             f"pytest-llem: --llem-resume read {resume!r} as a run id; write --llem-resume=RUN_ID or put the paths first"
         )
     try:
-        return RunStore.resume(runs_dir(config), None if resume == "latest" else resume)
+        store = RunStore.resume(runs_dir(config), None if resume == "latest" else resume)
     except LlemError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
+    if store.shard != shard_label(config):  # one folder holds one shard's items, or a whole run's
+        recorded = f"shard {store.shard}" if store.shard else "no shard"
+        raise pytest.UsageError(
+            f"pytest-llem: --llem-resume: run {store.run_id} was {recorded}; resume it with "
+            + (f"--llem-shard={store.shard}" if store.shard else "no --llem-shard")
+        )
+    return store
 
 
 def _registration(item_properties: list[tuple[str, object]]) -> tuple[ItemEntry, str] | None:
@@ -96,6 +103,13 @@ def shard_label(config: pytest.Config) -> str | None:
 
     text = config.getoption("llem_shard")
     return None if text is None else "{}/{}".format(*parse_shard(text))
+
+
+def record_empty_shard(config: pytest.Config) -> None:
+    """A shard with nothing to run still leaves its run folder (no items, complete), so that ``llem merge`` of the
+    split's folders knows the shard ran."""
+    if _writes_runs(config) and config.stash[store_key] is None:
+        _open_store(config).close("complete")
 
 
 def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,10 +9,12 @@ import re
 
 import pytest
 
-from .gating import GateItem
-from .items import ExperimentItem
+from . import runs
+from .scheduling import unit_of_nodeid
 
 SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+SPLIT = "llem_shard_split"  # workeroutput key under xdist: (kept, dropped)
+split_key = pytest.StashKey[tuple[int, int]]()  # how many items the shard kept, and left to the others
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -23,22 +25,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def unit_of(item: pytest.Item) -> str:
-    """What must stay together: an experiment's cycles and gate; a test and its gate."""
-    if isinstance(item, ExperimentItem):
-        return f"{item.study}::{item.experiment_id}"
-    if isinstance(item, GateItem):
-        return item.nodeid.removesuffix("[gate]")
-    return item.nodeid
-
-
 def shard_items(items: list[pytest.Item], index: int, count: int) -> tuple[list[pytest.Item], list[pytest.Item]]:
     """(kept, dropped) for shard ``index`` of ``count`` (1-based)."""
     position: dict[str, int] = {}
     for item in items:
-        position.setdefault(unit_of(item), len(position))
-    kept = [item for item in items if position[unit_of(item)] % count == index - 1]
-    dropped = [item for item in items if position[unit_of(item)] % count != index - 1]
+        position.setdefault(unit_of_nodeid(item.nodeid), len(position))
+    kept = [item for item in items if position[unit_of_nodeid(item.nodeid)] % count == index - 1]
+    dropped = [item for item in items if position[unit_of_nodeid(item.nodeid)] % count != index - 1]
     return kept, dropped
 
 
@@ -56,16 +49,30 @@ def apply(config: pytest.Config, items: list[pytest.Item]) -> None:
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = kept
+    config.stash[split_key] = (len(kept), len(dropped))
+    if hasattr(config, "workeroutput"):  # xdist's controller collects nothing: it learns this from the workers
+        config.workeroutput[SPLIT] = [len(kept), len(dropped)]
+
+
+def worker_finished(config: pytest.Config, workeroutput: dict[str, object]) -> None:
+    split = workeroutput.get(SPLIT)
+    if isinstance(split, list) and len(split) == 2:  # every worker collected the same items: any one tells
+        config.stash[split_key] = (int(split[0]), int(split[1]))
 
 
 def finish(session: pytest.Session) -> None:
-    """A shard that holds nothing (more shards than experiments) is not a failure of its CI job: exit 0, not 5.
-    Under xdist the controller cannot tell it from an empty session (the workers collected), so there too."""
+    """A shard that holds nothing because the split gave its share to the others (more shards than experiments) is
+    not a failure of its CI job: exit 0, not 5, and an empty run folder for ``llem merge``. A session that collected
+    nothing at all (a wrong path, a ``-k`` matching nothing) keeps exit 5."""
     config = session.config
     text = config.getoption("llem_shard")
     if text is None or session.exitstatus != pytest.ExitCode.NO_TESTS_COLLECTED:
         return
+    kept, dropped = config.stash.get(split_key, (0, 0))
+    if kept or not dropped:  # the shard had items (a -k left none of them), or there was nothing to split
+        return
     session.exitstatus = pytest.ExitCode.OK
+    runs.record_empty_shard(config)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"pytest-llem: shard {text} holds no items (more shards than units of work)")
+        reporter.write_line(f"pytest-llem: shard {text} holds no items: the split gave every unit to other shards")

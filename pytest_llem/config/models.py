@@ -241,10 +241,14 @@ class VLLMSamplingConfig(BaseModel):
 
 
 class VLLMBeamSearchConfig(_Strict):
+    """``BeamSearchParams`` fields. ``early_stopping`` is accepted for old study files and refused: vLLM's beam search
+    has no such setting."""
+
     beam_width: int | None = Field(None, ge=1)
     length_penalty: float | None = None
     early_stopping: bool | None = None
     max_tokens: int | None = Field(None, ge=1)
+    ignore_eos: bool | None = None
 
 
 class VLLMConfig(_Strict):
@@ -300,7 +304,21 @@ class ExperimentConfig(_Strict):
         problem = precision_problem(self.backend, self.precision, _platform(info))
         if problem:
             raise invalid_combination(problem)
+        if self.vllm is not None and self.vllm.beam_search is not None:
+            problem = self._beam_search_problem(self.vllm.beam_search)
+            if problem:
+                raise invalid_combination(problem)
         return self
+
+    def _beam_search_problem(self, beam: VLLMBeamSearchConfig) -> str | None:
+        """Settings vLLM's beam search would silently ignore (its BeamSearchParams have no place for them)."""
+        if beam.early_stopping is not None:
+            return "vllm.beam_search.early_stopping: vLLM's beam search has no early stopping setting"
+        if self.decoder.min_new_tokens is not None:
+            return "decoder.min_new_tokens: vLLM's beam search cannot force a minimum length (use ignore_eos)"
+        if self.decoder.repetition_penalty != 1.0:
+            return "decoder.repetition_penalty: vLLM's beam search applies no repetition penalty"
+        return None
 
     @property
     def batch_size(self) -> int:

@@ -63,10 +63,15 @@ class RunFolder:
         return str(self.manifest.get("status", "unknown"))
 
     @property
-    def shard(self) -> tuple[int, int] | None:
-        """(I, N) when the run was shard I of N (``--llem-shard``)."""
-        index, _, count = str(self.manifest.get("shard") or "").partition("/")
-        return (int(index), int(count)) if index.isdigit() and count.isdigit() else None
+    def shards(self) -> set[tuple[int, int]]:
+        """The shards (I, N) this run holds: its own ``--llem-shard``, or those a merge put together."""
+        labels = [self.manifest.get("shard"), *self.manifest.get("shards", [])]
+        found = set()
+        for label in labels:
+            index, _, count = str(label or "").partition("/")
+            if index.isdigit() and count.isdigit():
+                found.add((int(index), int(count)))
+        return found
 
     @property
     def studies(self) -> dict[str, str]:
@@ -196,7 +201,7 @@ def _check_distinct(folders: Sequence[RunFolder]) -> None:
 
 
 def _check_shards(folders: Sequence[RunFolder]) -> None:
-    splits = {f.shard[1]: f for f in folders if f.shard is not None}
+    splits = {count: f for f in folders for _, count in f.shards}
     if len(splits) > 1:
         (a, first), (b, second) = list(splits.items())[:2]
         raise RunFolderError(
@@ -207,10 +212,10 @@ def _check_shards(folders: Sequence[RunFolder]) -> None:
 
 def missing_shards(folders: Sequence[RunFolder]) -> list[str]:
     """The shards (``I/N``) of the split the inputs come from that none of them is."""
-    shards = [f.shard for f in folders if f.shard is not None]
+    shards = {shard for f in folders for shard in f.shards}
     if not shards:
         return []
-    count = shards[0][1]
+    count = next(iter(shards))[1]  # one split: _check_shards refused mixed ones
     present = {index for index, _ in shards}
     return [f"{i}/{count}" for i in range(1, count + 1) if i not in present]
 
@@ -318,6 +323,9 @@ def _manifest(
         # The layout cannot be read back from concatenated shards, so it is taken from the inputs now.
         "cycle_order": {study: _agreed_cycle_order(folders, study) for study in studies},
     }
+    shards = sorted({shard for f in folders for shard in f.shards})
+    if shards:
+        manifest["shards"] = [f"{index}/{count}" for index, count in shards]
     if missing:
         manifest["missing_shards"] = missing
     fingerprints = {Environment.model_validate(env).fingerprint for env in environments.values()}

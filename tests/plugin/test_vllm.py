@@ -91,15 +91,15 @@ backend: vllm
 precision: fp32
 n: 2
 max_output_tokens: 4
-decoder: {preset: deterministic, min_new_tokens: 4}
+decoder: {preset: deterministic}
 warmup: {enabled: false}
 baseline: {enabled: false}
 execution: {isolation: none}  # in pytest's own process: what a failed or finished engine leaves behind shows here
 experiments:
   - {id: bad-argument, vllm: {engine: {not_a_real_argument: 1}}}
-  - {id: gpu-option, vllm: {engine: {gpu_memory_utilization: 0.5}}}
-  - {id: first}
-  - {id: second, random_seed: 7}
+  - {id: numa, vllm: {engine: {tensor_parallel_size: 64}}}  # a CPU worker per NUMA node: refused at collection
+  - {id: sampled, vllm: {sampling: {min_tokens: 4, ignore_eos: true}}}
+  - {id: beam, vllm: {beam_search: {beam_width: 2, ignore_eos: true}}}
 """
 # Records, around every item, the threads and child processes of the pytest process running it.
 LEAK_WATCH = """
@@ -111,7 +111,13 @@ import psutil
 
 def _state():
     threads = {t.ident: t.name for t in threading.enumerate()}
-    return threads, sorted(p.pid for p in psutil.Process().children(recursive=True))
+    children = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            children.append(" ".join(child.cmdline()) or child.name())
+        except psutil.ZombieProcess:
+            children.append(f"zombie {child.pid}")
+    return threads, sorted(children)
 
 
 def pytest_runtest_setup(item):
@@ -138,15 +144,20 @@ def test_a_failing_vllm_item_fails_alone_and_no_engine_outlives_its_item(pyteste
             "bad-argument cycle 1 (vllm, builtin:tiny-llama): load failed: TypeError: "
             "EngineArgs.__init__() got an unexpected keyword argument 'not_a_real_argument'",
             "*FAILED study_failures.yaml::bad-argument[[]cycle1[]]*",
-            "*SKIPPED*invalid config: vllm.engine: gpu_memory_utilization sizes GPU memory; on CPU, size the KV cache "
-            "with kv_cache_memory_bytes, and this machine has no GPU",
+            "*SKIPPED*invalid config: vllm.engine: 64 CPU workers (tensor x pipeline parallel) need as many NUMA "
+            "nodes; this machine has *",
         ]
     )
     assert "Traceback" not in result.stdout.str().split("short test summary info")[-1]
-    assert {r["experiment_id"] for r in results_of(pytester.path / "out.json")} == {"first", "second"}
+    results = {r["experiment_id"]: r["metrics"] for r in results_of(pytester.path / "out.json")}
+    assert sorted(results) == ["beam", "sampled"]
+    assert results["sampled"]["output_tokens"] == results["beam"]["output_tokens"] == 2 * 4  # ignore_eos: full length
+    assert results["beam"]["ttft_s"] is None and "beam search" in results["beam"]["unavailable"]["ttft_s"]
     watched = [json.loads(line) for line in (pytester.path / "leaks.jsonl").read_text().splitlines()]
-    assert [w["item"] for w in watched] == ["bad-argument[cycle1]", "first[cycle1]", "second[cycle1]"]
+    assert [w["item"] for w in watched] == ["bad-argument[cycle1]", "sampled[cycle1]", "beam[cycle1]"]
     for w in watched:  # a second engine was built in the same process after the first shut down, and a failed one
         # tqdm's monitor is one daemon per process, started by the first progress bar any library shows
-        # and shared by every later bar: not an engine's.
-        assert [t for t in w["threads"] if t != "tqdm_monitor"] == [] and w["children"] == [], w
+        # and shared by every later bar: not an engine's. Likewise Python's multiprocessing resource tracker, one per
+        # process once anything used spawn (vLLM's CPU engine does), shared by every later engine, gone with pytest.
+        assert [t for t in w["threads"] if t != "tqdm_monitor"] == [], w
+        assert [c for c in w["children"] if "multiprocessing.resource_tracker" not in c] == [], w

@@ -211,13 +211,31 @@ def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(
     assert partial["status"] == "incomplete" and partial["missing_shards"] == ["2/3"]  # every listed item passed
     assert all(i["status"] == "passed" for i in partial["items"])
 
+    # A merged folder keeps its shards: merging it with the missing one completes the run.
+    assert llem(["merge", str(pytester.path / "partial"), str(runs[1]), "-o", str(pytester.path / "again")]) == 0
+    again = json.loads((pytester.path / "again" / "manifest.json").read_text())
+    assert again["status"] == "complete" and again["shards"] == ["1/3", "2/3", "3/3"]
+
     many = pytester.runpytest("--llem-cycles=2", "--llem-shard=7/9")  # 5 experiments: shards 6 to 9 hold nothing
     assert many.ret == pytest.ExitCode.OK
-    many.stdout.fnmatch_lines(["*pytest-llem: shard 7/9 holds no items*"])
+    many.stdout.fnmatch_lines(["*pytest-llem: shard 7/9 holds no items: the split gave every unit to other shards"])
+    empty = sorted((pytester.path / ".llem" / "runs").iterdir())[-1]  # its folder says the shard ran
+    assert json.loads((empty / "manifest.json").read_text()) | {"run_id": 0, "started_at": 0, "finished_at": 0} == {
+        "run_id": 0, "status": "complete", "started_at": 0, "finished_at": 0, "studies": {}, "cycle_order": {},
+        "shard": "7/9", "items": [],
+    }  # fmt: skip
+    assert pytester.runpytest("-n", "1", "--llem-cycles=2", "--llem-shard=8/9").ret == pytest.ExitCode.OK  # the
+    # controller collects nothing itself: the workers tell it that the split left this shard empty
+    typo = pytester.runpytest("--llem-cycles=2", "--llem-shard=1/2", "-k", "no_such_experiment")
+    assert typo.ret == pytest.ExitCode.NO_TESTS_COLLECTED  # an empty selection is not an empty shard
+
     pytester.runpytest("--llem-cycles=2", "--llem-shard=1/4", "--llem-no-gaps").assert_outcomes(passed=4)
     other_split = sorted((pytester.path / ".llem" / "runs").iterdir())[-1]
     assert json.loads((other_split / "manifest.json").read_text())["shard"] == "1/4"
     assert llem(["merge", str(runs[0]), str(other_split), "-o", str(pytester.path / "mixed")]) == 2
+    other = pytester.runpytest("--llem-cycles=2", "--llem-shard=2/4", f"--llem-resume={other_split.name}")
+    assert other.ret == pytest.ExitCode.USAGE_ERROR
+    other.stderr.fnmatch_lines(["*--llem-resume: run * was shard 1/4; resume it with --llem-shard=1/4"])
 
 
 def test_items_a_stopped_session_never_ran_leave_the_run_incomplete(pytester: pytest.Pytester) -> None:

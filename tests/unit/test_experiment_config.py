@@ -235,8 +235,6 @@ def test_vllm_kv_cache_sized_twice() -> None:
 @pytest.mark.parametrize(
     ("engine", "mentions"),
     [
-        ({"gpu_memory_utilization": 0.5}, "gpu_memory_utilization sizes GPU memory"),
-        ({"cpu_offload_gb": 1.0}, "cpu_offload_gb"),
         ({"tensor_parallel_size": 64}, "64 CPU workers (tensor x pipeline parallel) need as many NUMA nodes"),
         ({"tensor_parallel_size": 8, "pipeline_parallel_size": 8}, "64 CPU workers"),
     ],
@@ -251,6 +249,20 @@ def test_vllm_beam_search_and_sampling() -> None:
         mentions="beam_search", backend="vllm", vllm={"beam_search": {"beam_width": 4}, "sampling": {"n": 1}}
     )
     assert make(backend="vllm", vllm={"beam_search": {"beam_width": 4}}).vllm is not None
+
+
+@pytest.mark.parametrize(
+    ("fields", "mentions"),
+    [
+        ({"vllm": {"beam_search": {"beam_width": 2, "early_stopping": True}}}, "has no early stopping setting"),
+        ({"vllm": {"beam_search": {"beam_width": 2}}, "decoder": {"min_new_tokens": 4}}, "cannot force a minimum"),
+        ({"vllm": {"beam_search": {"beam_width": 2}}, "decoder": {"repetition_penalty": 1.2}}, "no repetition"),
+    ],
+)
+def test_vllm_beam_search_refuses_what_it_would_ignore(fields: dict[str, Any], mentions: str) -> None:
+    assert_invalid_combination(mentions=mentions, backend="vllm", **fields)
+    ignoring_eos = make(backend="vllm", vllm={"beam_search": {"beam_width": 2, "ignore_eos": True}})
+    assert ignoring_eos.vllm is not None and ignoring_eos.vllm.beam_search is not None
 
 
 def test_passthrough_kwargs_must_not_repeat_fields() -> None:

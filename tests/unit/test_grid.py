@@ -358,13 +358,13 @@ def test_platform_decides_which_configs_are_skipped() -> None:
         "model": MODEL,
         "backend": "vllm",
         "sweep": {"precision": ["fp32", "bf16"]},
-        "experiments": [{"vllm": {"engine": {"gpu_memory_utilization": 0.9}}}],
+        "experiments": [{"vllm": {"engine": {"tensor_parallel_size": 64}}}],
     }
     valid, skipped = expand(raw, platform="cuda")
     assert len(valid) == 3 and skipped == []
-    valid, skipped = expand(raw, platform="cpu")  # a GPU-memory option means nothing on a CPU
+    valid, skipped = expand(raw, platform="cpu")  # vLLM's CPU workers need a NUMA node each
     assert [e.precision for e in valid] == ["fp32", "bf16"]
-    assert len(skipped) == 1 and "gpu_memory_utilization sizes GPU memory" in skipped[0].reason
+    assert len(skipped) == 1 and "64 CPU workers (tensor x pipeline parallel) need as many NUMA" in skipped[0].reason
 
 
 def test_all_invalid_is_nothing_to_run() -> None:
