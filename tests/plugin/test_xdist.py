@@ -183,6 +183,15 @@ def collected(pytester: pytest.Pytester, *args: str) -> list[str]:
     return [line for line in result.outlines if line.startswith("study_x.yaml::")]
 
 
+def run_of_shard(pytester: pytest.Pytester, shard: str) -> Path:
+    (run,) = [
+        run
+        for run in (pytester.path / ".llem" / "runs").iterdir()
+        if json.loads((run / "manifest.json").read_text()).get("shard") == shard
+    ]
+    return run
+
+
 def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(pytester: pytest.Pytester) -> None:
     project(pytester, WATTS[:1], SHARDED)
     everything = collected(pytester)
@@ -200,8 +209,8 @@ def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(
         pytester.runpytest("--llem-cycles=2", f"--llem-shard={k}/3", "--llem-no-gaps").assert_outcomes(
             passed=len(shards[k - 1])
         )
-    runs = sorted((pytester.path / ".llem" / "runs").iterdir())
-    assert len(runs) == 3
+    assert len(list((pytester.path / ".llem" / "runs").iterdir())) == 3
+    runs = [run_of_shard(pytester, f"{k}/3") for k in (1, 2, 3)]  # run ids of one second need not sort in order
     assert llem(["merge", *map(str, runs), "-o", str(pytester.path / "merged")]) == 0
     manifest = json.loads((pytester.path / "merged" / "manifest.json").read_text())
     assert sorted(i["nodeid"] for i in manifest["items"]) == sorted(everything)
@@ -219,7 +228,7 @@ def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(
     many = pytester.runpytest("--llem-cycles=2", "--llem-shard=7/9")  # 5 experiments: shards 6 to 9 hold nothing
     assert many.ret == pytest.ExitCode.OK
     many.stdout.fnmatch_lines(["*pytest-llem: shard 7/9 holds no items: the split gave every unit to other shards"])
-    empty = sorted((pytester.path / ".llem" / "runs").iterdir())[-1]  # its folder says the shard ran
+    empty = run_of_shard(pytester, "7/9")  # its folder says the shard ran
     assert json.loads((empty / "manifest.json").read_text()) | {"run_id": 0, "started_at": 0, "finished_at": 0} == {
         "run_id": 0, "status": "complete", "started_at": 0, "finished_at": 0, "studies": {}, "cycle_order": {},
         "shard": "7/9", "items": [],
@@ -230,8 +239,7 @@ def test_shards_are_disjoint_whole_experiments_and_merge_back_into_the_full_run(
     assert typo.ret == pytest.ExitCode.NO_TESTS_COLLECTED  # an empty selection is not an empty shard
 
     pytester.runpytest("--llem-cycles=2", "--llem-shard=1/4", "--llem-no-gaps").assert_outcomes(passed=4)
-    other_split = sorted((pytester.path / ".llem" / "runs").iterdir())[-1]
-    assert json.loads((other_split / "manifest.json").read_text())["shard"] == "1/4"
+    other_split = run_of_shard(pytester, "1/4")
     assert llem(["merge", str(runs[0]), str(other_split), "-o", str(pytester.path / "mixed")]) == 2
     other = pytester.runpytest("--llem-cycles=2", "--llem-shard=2/4", f"--llem-resume={other_split.name}")
     assert other.ret == pytest.ExitCode.USAGE_ERROR
