@@ -18,9 +18,19 @@ SHARED_INPUT = "llem_workers"  # workerinput key: how many workers share the CPU
 SKIPPED_DIRS = {"node_modules", "__pycache__", "build", "dist", "site-packages"}
 
 
+_runs_studies_key = pytest.StashKey[bool]()
+
+
 def runs_studies(config: pytest.Config) -> bool:
     """Whether this session's paths hold a study file: only then does pytest-llem deal GPUs to xdist workers (the
-    plugin is loaded in every pytest run; `pytest -n 8` on a project's unit tests is none of its business)."""
+    plugin is loaded in every pytest run; `pytest -n 8` on a project's unit tests is none of its business). Walked
+    once per session: the controller, `-n auto` and the scheduler all ask."""
+    if _runs_studies_key not in config.stash:
+        config.stash[_runs_studies_key] = _paths_hold_studies(config)
+    return config.stash[_runs_studies_key]
+
+
+def _paths_hold_studies(config: pytest.Config) -> bool:
     from .items import is_study_file
 
     for argument in config.args or [str(config.invocation_params.dir)]:
