@@ -50,7 +50,8 @@ def main() -> int:
 
     from zeus.monitor import ZeusMonitor
 
-    from pytest_llem.energy.meter import NullMeter, open_meter
+    from pytest_llem.energy.meter import NullMeter
+    from pytest_llem.energy.opening import open_meter
     from pytest_llem.energy.zeus import ZeusMeter
 
     meter = open_meter("auto")

@@ -20,7 +20,8 @@ import pytest
 
 from .energy.meter import Reading
 from .errors import MeasurementWarningError
-from .items import ITEM_PROPERTY, RESULT_PROPERTY, junit_properties, measurement_key
+from .items import ITEM_PROPERTY, RESULT_PROPERTY, junit_properties
+from .keys import measurement_key
 from .measurement import MeasurementSession
 from .results.schema import EnergyMetrics, ItemResult, Metrics
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from .errors import LlemError
-from .items import comparison_key, session_key
+from .keys import session_key
 from .measurement import MeasurementSession
 from .results import baselines
 from .results.gate import (
@@ -46,6 +46,9 @@ class Comparison:
     thresholds: tuple[Threshold, ...]
     alpha: float
     strict: bool
+
+
+comparison_key = pytest.StashKey["Comparison | None"]()  # set at configure, read by collection and gates
 
 
 def thresholds(config: pytest.Config) -> tuple[Threshold, ...]:
@@ -150,7 +153,8 @@ class GateItem(pytest.Item):
             self.add_marker(backend)
 
     def runtest(self) -> None:
-        comparison: Comparison = self.config.stash[comparison_key]  # gate items exist only when comparing
+        comparison = self.config.stash[comparison_key]
+        assert comparison is not None  # gate items exist only when comparing
         results = [r for r in self.config.stash[session_key].results if self.select(r)]
         if not results:
             pytest.skip(f"no cycle of {self.describe} passed in this run: nothing to compare")

@@ -16,26 +16,34 @@ from typing import Any
 import pytest
 
 from .backends import unavailable_reason
-from .config.loader import load_study, resolve_execution
+from .config.loader import resolve_execution
 from .config.models import ExecutionConfig, ExperimentConfig, backend_names
 from .energy.meter import METER_CHOICES
 from .errors import ConfigError, LlemError, PhaseError, last_frame
+from .gating import comparison_key, study_gate
+from .keys import measurement_key, session_key, store_key
 from .measurement import MeasurementSession
 from .results.schema import ItemResult
 from .results.session import SessionResults, StudyOverview
-from .results.store import ItemEntry, ItemKey, RunStore
-from .study.grid import ConfigWarning, SkippedConfig, apply_cycles, compute_config_hash, number_cycles
+from .results.store import ItemEntry, ItemKey
+from .study.grid import (
+    DEFAULT_MAX_EXPERIMENTS,
+    MAX_EXPERIMENTS_KEY,
+    ConfigWarning,
+    SkippedConfig,
+    apply_cycles,
+    compute_config_hash,
+    number_cycles,
+)
 from .study.ids import experiment_ids
+from .study.load import load_study
 
 STUDY_GLOBS = ("study_*.yaml", "study_*.yml")
 RESULT_PROPERTY = "llem_result"
 ITEM_PROPERTY = "llem_item"
 STUDY_PROPERTY = "llem_study"  # the study's overview, so a process that did not collect (xdist's controller) knows it
+
 RESUMED_PROPERTY = "llem_resumed"  # the item passed in the resumed run: its result is replayed, not measured again
-session_key = pytest.StashKey[SessionResults]()
-store_key = pytest.StashKey[RunStore | None]()
-measurement_key = pytest.StashKey[MeasurementSession]()
-comparison_key = pytest.StashKey[Any]()  # gating.Comparison | None: set at configure, read by collection and gates
 # What the plugin runs when neither the command line, the study nor the ini says: LLenergyMeasure's CLI defaults,
 # with the interleaved order its design chose (it shipped shuffled).
 EFFECTIVE_EXECUTION_DEFAULTS: dict[str, Any] = {"n_cycles": 3, "cycle_order": "interleaved"}
@@ -73,6 +81,7 @@ def check_execution_options(config: pytest.Config) -> None:
         resolve_execution(None, command_line=command_line, ini=ini, defaults=EFFECTIVE_EXECUTION_DEFAULTS)
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
+    max_experiments(config)
 
 
 def register_backends(config: pytest.Config) -> None:
@@ -116,17 +125,44 @@ def measurement_session(config: pytest.Config) -> MeasurementSession:
     )
 
 
+def max_experiments(config: pytest.Config) -> int:
+    """The most experiments one study may expand to (ini ``llem_max_experiments``): a typo in a sweep is refused
+    before it is expanded, instead of hanging collection."""
+    raw = config.getini(MAX_EXPERIMENTS_KEY)
+    if not raw:
+        return DEFAULT_MAX_EXPERIMENTS
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"pytest-llem: {MAX_EXPERIMENTS_KEY} (ini): expected a positive integer, not {raw!r}")
+    return value
+
+
 def cache_dir(config: pytest.Config) -> Path | None:
     value = config.getoption("llem_cache_dir") or config.getini("llem_cache_dir")
     return Path(value).expanduser() if value else None
 
 
 class StudyFile(pytest.File):
-    """One ``study_*.yaml``: loads and expands it, then yields its items in cycle order."""
+    """One ``study_*.yaml``: loads and expands it, then yields its items in cycle order.
+
+    Study-wide facts (the overview, the execution settings) are kept once, here and in the session's results; items
+    only point at them, so collecting a study costs the same per item whatever its size."""
+
+    overview: StudyOverview
+    execution: ExecutionConfig
 
     def collect(self) -> Iterator[pytest.Item]:
         command_line, ini = execution_options(self.config)
-        study = load_study(self.path, command_line=command_line, ini=ini, defaults=EFFECTIVE_EXECUTION_DEFAULTS)
+        study = load_study(
+            self.path,
+            command_line=command_line,
+            ini=ini,
+            defaults=EFFECTIVE_EXECUTION_DEFAULTS,
+            max_experiments=max_experiments(self.config),
+        )
         assert study.study_design_hash is not None
         store = self.config.stash.get(store_key, None)
         conflict = store.resume_conflict(self.nodeid, study.study_design_hash) if store else None
@@ -134,10 +170,10 @@ class StudyFile(pytest.File):
             raise ConfigError(conflict, file=self.path)
         ids = experiment_ids(study.experiments)
         id_of = {id(exp): eid for exp, eid in zip(study.experiments, ids, strict=True)}
-        execution = study.execution
+        execution = self.execution = study.execution
         skipped = [SkippedConfig(s["raw_config"], s["reason"], s["errors"]) for s in study.skipped_configs]
         invalid_names = [f"invalid-{k}[{_label(s)}]" for k, s in enumerate(skipped, start=1)]
-        overview = StudyOverview(
+        self.overview = StudyOverview(
             path=self.nodeid,
             study_design_hash=study.study_design_hash,
             experiment_ids=ids,
@@ -145,10 +181,7 @@ class StudyFile(pytest.File):
             cycle_order=str(execution.cycle_order),
             skipped=[(name, s.reason) for name, s in zip(invalid_names, skipped, strict=True)],
         )
-        self.config.stash[session_key].add_study(overview)
-        # Every report of a study item says which run-folder entry and which study it is: the process that writes the
-        # run folder (xdist's controller) does not collect.
-        study_tag = (STUDY_PROPERTY, json.dumps(dataclasses.asdict(overview)))
+        self.config.stash[session_key].add_study(self.overview)
         sequence = apply_cycles(
             study.experiments,
             execution.n_cycles,
@@ -161,31 +194,13 @@ class StudyFile(pytest.File):
         comparing = self.config.stash.get(comparison_key, None) is not None
         for position, (experiment, cycle) in enumerate(numbered):
             eid = id_of[id(experiment)]
-            item = ExperimentItem.from_parent(
-                self,
-                name=f"{eid}[cycle{cycle}]",
-                experiment=experiment,
-                experiment_id=eid,
-                cycle=cycle,
-                study_design_hash=study.study_design_hash,
-                execution=execution,
+            yield ExperimentItem.from_parent(
+                self, name=f"{eid}[cycle{cycle}]", experiment=experiment, experiment_id=eid, cycle=cycle
             )
-            entry = ItemEntry(item.nodeid, self.nodeid, study.study_design_hash, eid, cycle)
-            item.user_properties += [(ITEM_PROPERTY, json.dumps(vars(entry))), study_tag]
-            yield item
             if comparing and last_cycle_at[id(experiment)] == position:  # the gate waits for every cycle
-                from .gating import study_gate  # gating builds on this module
-
                 yield study_gate(self, self.nodeid, eid, compute_config_hash(experiment), experiment.backend)
         for name, config in zip(invalid_names, skipped, strict=True):
-            invalid = InvalidConfigItem.from_parent(
-                self, name=name, skipped=config, study_design_hash=study.study_design_hash
-            )
-            entry = ItemEntry(
-                invalid.nodeid, self.nodeid, study.study_design_hash, name, None, "skipped", error=config.reason
-            )
-            invalid.user_properties += [(ITEM_PROPERTY, json.dumps(vars(entry))), study_tag]
-            yield invalid
+            yield InvalidConfigItem.from_parent(self, name=name, skipped=config)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         error = excinfo.value
@@ -196,6 +211,27 @@ class StudyFile(pytest.File):
         if isinstance(error, LlemError):
             return str(error)
         return super().repr_failure(excinfo)
+
+
+class StudyItem(pytest.Item):
+    """An item of a study file: it knows its run-folder entry, and its study's overview through its parent."""
+
+    parent: StudyFile
+
+    @property
+    def study(self) -> str:
+        return self.parent.nodeid
+
+    @property
+    def overview(self) -> StudyOverview:
+        return self.parent.overview
+
+    @property
+    def study_design_hash(self) -> str:
+        return self.parent.overview.study_design_hash
+
+    def entry(self) -> ItemEntry:
+        raise NotImplementedError
 
 
 def _label(skipped: SkippedConfig) -> str:
@@ -212,32 +248,24 @@ def _backend_marks(backend: str) -> tuple[pytest.MarkDecorator, ...]:
     return tuple(marks)
 
 
-class ExperimentItem(pytest.Item):
+class ExperimentItem(StudyItem):
     """One cycle of one experiment: runs real inference and reports its measurements."""
 
-    def __init__(
-        self,
-        *,
-        experiment: ExperimentConfig,
-        experiment_id: str,
-        cycle: int,
-        study_design_hash: str,
-        execution: ExecutionConfig,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, experiment: ExperimentConfig, experiment_id: str, cycle: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.experiment = experiment
-        self.execution = execution
         self.experiment_id = experiment_id
         self.cycle = cycle
-        self.study_design_hash = study_design_hash
         self.extra_keyword_matches.add(experiment.backend)  # `-k vllm` selects exactly the vLLM items
         for mark in _backend_marks(experiment.backend):
             self.add_marker(mark)
 
     @property
-    def study(self) -> str:
-        return self.parent.nodeid if self.parent else ""
+    def execution(self) -> ExecutionConfig:
+        return self.parent.execution
+
+    def entry(self) -> ItemEntry:
+        return ItemEntry(self.nodeid, self.study, self.study_design_hash, self.experiment_id, self.cycle)
 
     def runtest(self) -> None:
         store = self.config.stash.get(store_key, None)
@@ -297,18 +325,22 @@ class ExperimentItem(pytest.Item):
             reporter.write(text, yellow=True)
 
 
-class InvalidConfigItem(pytest.Item):
+class InvalidConfigItem(StudyItem):
     """A generated combination that failed validation: reported once, as a skip with its reason."""
 
-    def __init__(self, *, skipped: SkippedConfig, study_design_hash: str, **kwargs: Any) -> None:
+    def __init__(self, *, skipped: SkippedConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.skipped = skipped
-        self.study_design_hash = study_design_hash
         backend = skipped.raw_config.get("backend")
         if isinstance(backend, str) and backend in backend_names():
             self.extra_keyword_matches.add(backend)
             self.add_marker(backend)
         self.add_marker(pytest.mark.skip(reason=f"invalid config: {skipped.reason}"))
+
+    def entry(self) -> ItemEntry:
+        return ItemEntry(
+            self.nodeid, self.study, self.study_design_hash, self.name, None, "skipped", error=self.skipped.reason
+        )
 
     def runtest(self) -> None:  # never reached: the skip marker stops it in setup
         raise AssertionError("an invalid config cannot run")
@@ -325,6 +357,18 @@ def junit_properties(result: ItemResult, prefix: str = "") -> list[tuple[str, st
     """The headline figures as ``--junitxml`` properties; ``null`` where not measured (never 0)."""
     values = {name: result.value(metric) for name, metric in JUNIT_METRICS.items()}
     return [(prefix + name, "null" if value is None else repr(value)) for name, value in values.items()]
+
+
+def tag_report(item: pytest.Item, report: pytest.TestReport, announced: set[str]) -> None:
+    """Every report of a study item names its run-folder entry, and an xdist worker's first report of each study also
+    carries the study's overview (once per study and worker, not per item): the controller, which writes the run
+    folder and the table, collects nothing. ``announced``: the studies this process has described already."""
+    if not isinstance(item, StudyItem):
+        return
+    report.user_properties.append((ITEM_PROPERTY, json.dumps(vars(item.entry()))))
+    if hasattr(item.config, "workerinput") and item.study not in announced:
+        announced.add(item.study)
+        report.user_properties.append((STUDY_PROPERTY, json.dumps(dataclasses.asdict(item.overview))))
 
 
 def experiment_backends(items: list[pytest.Item]) -> set[str]:

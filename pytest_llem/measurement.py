@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .config.models import EnergyConfig, ExecutionConfig, ExperimentConfig
 from .energy.baseline import IdleBaselines
-from .energy.meter import GpuDevice, Meter, MeterPool, resolve_choice
+from .energy.meter import GpuDevice, Meter, resolve_choice
+from .energy.opening import MeterPool
 from .errors import MeasurementWarningError
 from .results.environment import Environment, capture_environment
 from .results.schema import Metrics

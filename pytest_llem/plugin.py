@@ -15,22 +15,23 @@ from .config.models import CycleOrder, backend_names
 from .energy.meter import METER_CHOICES
 from .fixtures import llem_energy as llem_energy
 from .fixtures import record_windows
+from .gating import comparison_key
 from .items import (
     EFFECTIVE_EXECUTION_DEFAULTS,
     StudyFile,
     check_execution_options,
-    comparison_key,
     experiment_backends,
     is_study_file,
-    measurement_key,
     measurement_session,
     record_report,
     register_backends,
-    session_key,
+    tag_report,
 )
+from .keys import measurement_key, session_key, store_key
 from .report.table import render_session
 from .results.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from .results.session import SessionResults
+from .study.grid import DEFAULT_MAX_EXPERIMENTS, MAX_EXPERIMENTS_KEY
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -169,6 +170,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "llem_meter", "default energy meter when neither the command line nor the study says: auto, zeus, none"
     )
     parser.addini(
+        MAX_EXPERIMENTS_KEY,
+        f"the most experiments one study may expand to; a larger sweep is a collection error "
+        f"(default {DEFAULT_MAX_EXPERIMENTS:,})",
+    )
+    parser.addini(
         "llem_strict", "fail items with measurement warnings (like --llem-strict)", type="bool", default=False
     )
 
@@ -190,7 +196,7 @@ class _ReportListener:
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         if excinfo.type is KeyboardInterrupt:  # not pytest's own "Interrupted: errors during collection"
-            runs.interrupted(self.config.stash[runs.store_key])
+            runs.interrupted(self.config.stash[store_key])
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
@@ -229,7 +235,7 @@ def pytest_configure(config: pytest.Config) -> None:
     check_execution_options(config)
     config.stash[session_key] = SessionResults()
     config.stash[measurement_key] = measurement_session(config)
-    config.stash[runs.store_key] = runs.open_resumed(config)
+    config.stash[store_key] = runs.open_resumed(config)
     config.stash[runs.expected_key] = set()
     runs.check_save_name(config)
     outputs.check_report_options(config)
@@ -241,6 +247,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_ReportListener(config), "llem-report-listener")
     for backend in backend_names():
         config.addinivalue_line("markers", f"{backend}: a pytest-llem item that runs on the {backend} backend")
+
+
+announced_key = pytest.StashKey[set[str]]()  # studies whose overview this process's reports already carried
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    report = yield
+    tag_report(item, report, item.config.stash.setdefault(announced_key, set()))  # type: ignore[arg-type]
+    return report
 
 
 @pytest.hookimpl(wrapper=True)
@@ -279,7 +295,7 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     runs.finish(config, config.stash[session_key], config.stash[measurement_key])
-    outputs.write_reports(config, config.stash[session_key], config.stash[runs.store_key])
+    outputs.write_reports(config, config.stash[session_key], config.stash[store_key])
     sharding.finish(session)
 
 

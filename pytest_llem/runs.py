@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from .errors import LlemError
-from .items import ITEM_PROPERTY, RESUMED_PROPERTY, STUDY_PROPERTY, store_key
+from .items import ITEM_PROPERTY, RESUMED_PROPERTY, StudyItem, is_study_file
+from .keys import session_key, store_key
 from .measurement import MeasurementSession
 from .results import baselines
 from .results.runfolder import RunFolder
 from .results.schema import ItemResult
 from .results.session import SessionResults
 from .results.store import BASELINES, DEFAULT_RESULTS_DIR, FINISHED, RUN_ID, RUNS, ItemEntry, RunStore
+from .scheduling import shard_label
 
 __all__ = [
     "check_save_name",
@@ -78,13 +80,18 @@ def open_resumed(config: pytest.Config) -> RunStore | None:
     return store
 
 
-def _registration(item_properties: list[tuple[str, object]]) -> tuple[ItemEntry, str] | None:
-    """The run-folder entry a study item carries (and its study's cycle order), or None for other items."""
-    properties = dict(item_properties)
-    if ITEM_PROPERTY not in properties or STUDY_PROPERTY not in properties:
-        return None
-    entry = ItemEntry(**json.loads(str(properties[ITEM_PROPERTY])))
-    return entry, json.loads(str(properties[STUDY_PROPERTY]))["cycle_order"]
+def _reported_entry(report: pytest.TestReport) -> ItemEntry | None:
+    """The run-folder entry a study item's report carries, or None for other items."""
+    for name, value in report.user_properties:
+        if name == ITEM_PROPERTY:
+            fields = json.loads(str(value))
+            return ItemEntry(**fields) if "nodeid" in fields else None  # llem_energy tests carry an empty one
+    return None
+
+
+def _cycle_orders(config: pytest.Config, entries: list[ItemEntry]) -> dict[str, str]:
+    studies = config.stash[session_key].studies
+    return {study: studies[study].cycle_order for study in {entry.study for entry in entries}}
 
 
 def _open_store(config: pytest.Config) -> RunStore:
@@ -98,13 +105,6 @@ def _open_store(config: pytest.Config) -> RunStore:
     return store
 
 
-def shard_label(config: pytest.Config) -> str | None:
-    from .sharding import parse_shard
-
-    text = config.getoption("llem_shard")
-    return None if text is None else "{}/{}".format(*parse_shard(text))
-
-
 def record_empty_shard(config: pytest.Config) -> None:
     """A shard with nothing to run still leaves its run folder (no items, complete), so that ``llem merge`` of the
     split's folders knows the shard ran."""
@@ -115,19 +115,16 @@ def record_empty_shard(config: pytest.Config) -> None:
 def register_items(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The collected study items into the run folder. Under xdist the controller collects nothing: ``record``
     registers each item from its first report instead."""
-    registrations = [r for item in items if (r := _registration(item.user_properties)) is not None]
-    if not _writes_runs(config) or not registrations:
+    if not _writes_runs(config):
         return
-    _open_store(config).register(
-        [entry for entry, _ in registrations], {entry.study: order for entry, order in registrations}
-    )
+    entries = [item.entry() for item in items if isinstance(item, StudyItem)]
+    if entries:
+        _open_store(config).register(entries, _cycle_orders(config, entries))
 
 
 def expect_items(config: pytest.Config, nodeids: list[str]) -> None:
     """Under xdist, the study items a worker collected: an item that never reports (-x, a lost worker) must leave the
     run ``incomplete``, as a pending entry does without xdist."""
-    from .items import is_study_file
-
     config.stash[expected_key].update(n for n in nodeids if is_study_file(Path(n.split("::")[0])))
 
 
@@ -149,12 +146,11 @@ def record(config: pytest.Config, report: pytest.TestReport, carried: list[ItemR
         return
     store = config.stash[store_key]
     if store is None or report.nodeid not in store.items:
-        registration = _registration(report.user_properties)
-        if registration is None:
+        entry = _reported_entry(report)
+        if entry is None:
             return
-        entry, order = registration  # first seen here: an xdist worker collected and started it
-        store = _open_store(config)
-        store.register([entry], {entry.study: order})
+        store = _open_store(config)  # first seen here: an xdist worker collected and started it
+        store.register([entry], _cycle_orders(config, [entry]))
         store.started(entry.nodeid)
     properties = dict(report.user_properties)
     result = carried[0] if carried else None

@@ -5,24 +5,13 @@ gets about as many experiments. ``llem merge`` joins the shards' run folders."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from . import runs
-from .scheduling import unit_of_nodeid
+from .scheduling import parse_shard, unit_of_nodeid
 
-SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 SPLIT = "llem_shard_split"  # workeroutput key under xdist: (kept, dropped)
 split_key = pytest.StashKey[tuple[int, int]]()  # how many items the shard kept, and left to the others
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    match = SHARD.fullmatch(text)
-    index, count = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-    if not 1 <= index <= count:
-        raise pytest.UsageError(f"pytest-llem: --llem-shard: {text!r} is not I/N with 1 <= I <= N (e.g. 2/4)")
-    return index, count
 
 
 def shard_items(items: list[pytest.Item], index: int, count: int) -> tuple[list[pytest.Item], list[pytest.Item]]:

@@ -1,4 +1,4 @@
-"""Study files → StudyConfig: YAML parsing, execution settings with their precedence, grid expansion, design hash."""
+"""Study files as data: YAML parsing, the ``base:`` experiment file, execution settings with their precedence."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from .messages import describe, key_path
-from .models import ExecutionConfig, StudyConfig
-from .platform import Platform
+from .models import ExecutionConfig
 
 
 def read_study_file(path: Path) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def resolve_execution(
         _validate_execution(raw_execution, "execution", path)  # wrong even where the command line overrides it
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("defaults", defaults or {}),
-        ("ini", ini or {}),
+        ("ini", _parse_ini(ini or {}, path)),
         ("execution", raw_execution or {}),
         ("command line", command_line or {}),
     ]
@@ -99,11 +98,20 @@ def resolve_execution(
     return _validate_execution(merged, origin, path)
 
 
+def _parse_ini(ini: Mapping[str, Any], path: Path | None) -> dict[str, Any]:
+    """ini keys are text (``config.getini``): parsed here, the one layer where ``"3"`` may mean 3."""
+    given = {key: value for key, value in ini.items() if value is not None}
+    if not given:
+        return {}
+    parsed = _validate_execution(given, "ini", path, strict=False)
+    return {key: getattr(parsed, key) for key in given}
+
+
 def _validate_execution(
-    values: Mapping[str, Any], origin: Mapping[str, str] | str, path: Path | None
+    values: Mapping[str, Any], origin: Mapping[str, str] | str, path: Path | None, *, strict: bool | None = None
 ) -> ExecutionConfig:
     try:
-        return ExecutionConfig.model_validate(values)
+        return ExecutionConfig.model_validate(values, strict=strict)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         field = str(error["loc"][0]) if error["loc"] else ""
@@ -111,30 +119,3 @@ def _validate_execution(
         option, ini_key = OPTION_NAMES.get(field, (field, field))
         key = {"command line": option, "ini": f"{ini_key} (ini)"}.get(source, key_path(("execution", *error["loc"])))
         raise ConfigError(describe(error, root=ExecutionConfig), file=path, key=key) from None
-
-
-def load_study(
-    path: Path,
-    *,
-    command_line: Mapping[str, Any] | None = None,
-    ini: Mapping[str, Any] | None = None,
-    defaults: Mapping[str, Any] | None = None,
-    platform: Platform | None = None,
-) -> StudyConfig:
-    """Read, validate and expand one study file."""
-    from ..study.grid import compute_study_design_hash, expand_grid  # the grid imports this package's models
-
-    raw = read_study_file(path)
-    execution = resolve_execution(
-        raw.get("execution"), command_line=command_line, ini=ini, defaults=defaults, path=path
-    )
-    experiments, skipped = expand_grid(raw, path, platform=platform)
-    name = raw.get("name")
-    # Every part is validated already; validating again would re-judge the experiments without their platform.
-    return StudyConfig.model_construct(
-        name=str(name) if name is not None else path.stem,
-        experiments=experiments,
-        execution=execution,
-        study_design_hash=compute_study_design_hash(experiments),
-        skipped_configs=[s.to_dict() for s in skipped],
-    )

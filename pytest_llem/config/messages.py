@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -56,6 +57,27 @@ def unknown_key_message(key: str, allowed: Sequence[str]) -> str:
     return f"unknown key '{key}'{hint}; allowed: {', '.join(allowed)}"
 
 
+# The errors of strict numbers (``n: true``, ``n: 2.5``, ``n: "3"``) and what the field wanted.
+_NUMBER_TYPES = {"int_type": "a valid integer", "float_type": "a valid number"}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def as_written(value: Any) -> str:
+    """A value as a study file writes it: ``true``, ``null``, ``2.5``, ``the string '3'``, ``a mapping``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        hint = " (write numbers without quotes)" if _NUMBER.fullmatch(value.strip()) else ""
+        return f"the string {value!r}{hint}"
+    return repr(value)
+
+
 def describe(error: ErrorDetails, root: type[BaseModel] = ExperimentConfig) -> str:
     """What is wrong with the value at ``error['loc']``, without the location itself."""
     loc = error["loc"]
@@ -66,5 +88,7 @@ def describe(error: ErrorDetails, root: type[BaseModel] = ExperimentConfig) -> s
     if error["type"] == "missing":
         return "is required and no experiment sets it"
     value = error.get("input")
+    if error["type"] in _NUMBER_TYPES:
+        return f"input should be {_NUMBER_TYPES[error['type']]}, got {as_written(value)}"
     shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
     return f"{error['msg'][0].lower()}{error['msg'][1:]}{shown}"

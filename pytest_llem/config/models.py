@@ -3,6 +3,11 @@
 Follows LLenergyMeasure v2.0's fields. Rules that concern one value live on the field; rules that concern several
 values (a backend section that does not match ``backend``, contradictory options, a precision the backend cannot run
 here) raise ``invalid_combination`` errors, which the grid turns into skipped configs instead of collection errors.
+
+Numbers are strict (``StrictInt``/``StrictFloat``): an integer field refuses ``true``, ``2.5`` and ``"3"``; a float
+field refuses booleans and strings but takes integers (``duration_seconds: 10``). Free-form values
+(``passthrough_kwargs``, the extra keys of ``vllm.engine``/``vllm.sampling``) are passed on as written. Text meant to be
+parsed (ini keys) is validated with ``strict=False``.
 """
 
 from __future__ import annotations
@@ -10,11 +15,21 @@ from __future__ import annotations
 import copy
 import json
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, to_json
 
 from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem, vllm_engine_problem
 from .platform import Platform, detect_platform
@@ -72,13 +87,13 @@ DECODER_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class DecoderConfig(_Strict):
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    temperature: StrictFloat = Field(1.0, ge=0.0, le=2.0)
     do_sample: bool = True
-    top_k: int = Field(50, ge=0)
-    top_p: float = Field(1.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, ge=0.1, le=10.0)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    min_new_tokens: int | None = Field(None, ge=1)
+    top_k: StrictInt = Field(50, ge=0)
+    top_p: StrictFloat = Field(1.0, ge=0.0, le=1.0)
+    repetition_penalty: StrictFloat = Field(1.0, ge=0.1, le=10.0)
+    min_p: StrictFloat | None = Field(None, ge=0.0, le=1.0)
+    min_new_tokens: StrictInt | None = Field(None, ge=1)
     preset: Literal["deterministic", "standard", "creative", "factual"] | None = None
 
     @model_validator(mode="before")
@@ -95,14 +110,14 @@ class DecoderConfig(_Strict):
 
 class WarmupConfig(_Strict):
     enabled: bool = True
-    n_warmup: int = Field(1, ge=1, description="untimed batches run before the measured window")
+    n_warmup: StrictInt = Field(1, ge=1, description="untimed batches run before the measured window")
     # The original forced >= 30 s (MLPerf Power's GPU floor); on CPUs that only adds waiting, so 0 is allowed.
-    thermal_floor_seconds: float = Field(0.0, ge=0.0)
+    thermal_floor_seconds: StrictFloat = Field(0.0, ge=0.0)
 
 
 class BaselineConfig(_Strict):
     enabled: bool = True
-    duration_seconds: float = Field(30.0, ge=5.0, le=120.0)
+    duration_seconds: StrictFloat = Field(30.0, ge=5.0, le=120.0)
 
 
 class EnergyConfig(_Strict):
@@ -110,15 +125,15 @@ class EnergyConfig(_Strict):
     ``gpu_indices``: CUDA numbering as this process sees it (after ``CUDA_VISIBLE_DEVICES``); None = all visible."""
 
     meter: Literal["auto", "zeus", "none"] | None = None
-    gpu_indices: list[Annotated[int, Field(ge=0)]] | None = None
+    gpu_indices: list[Annotated[StrictInt, Field(ge=0)]] | None = None
 
 
 class DatasetConfig(_Strict):
     """Prompts: a ``.jsonl`` file (``path``) or, without a path, the seeded synthetic generator."""
 
     path: str | None = None
-    input_len: int = Field(64, ge=1, description="synthetic prompts: words per prompt")
-    seed: int | None = Field(None, description="synthetic prompts: seed (default: the experiment's random_seed)")
+    input_len: StrictInt = Field(64, ge=1, description="synthetic prompts: words per prompt")
+    seed: StrictInt | None = Field(None, description="synthetic prompts: seed (default: the experiment's random_seed)")
 
     @model_validator(mode="before")
     @classmethod
@@ -148,7 +163,7 @@ class DatasetConfig(_Strict):
 class PyTorchConfig(_Strict):
     """Options of the transformers backend; None means the library's own default."""
 
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: StrictInt | None = Field(None, ge=1)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] | None = None
     torch_compile: bool | None = None
     torch_compile_mode: str | None = None
@@ -160,11 +175,11 @@ class PyTorchConfig(_Strict):
     bnb_4bit_use_double_quant: bool | None = None
     use_cache: bool | None = None
     cache_implementation: Literal["static", "offloaded_static", "sliding_window"] | None = None
-    num_beams: int | None = Field(None, ge=1)
+    num_beams: StrictInt | None = Field(None, ge=1)
     early_stopping: bool | None = None
-    length_penalty: float | None = None
-    no_repeat_ngram_size: int | None = Field(None, ge=0)
-    prompt_lookup_num_tokens: int | None = Field(None, ge=1)
+    length_penalty: StrictFloat | None = None
+    no_repeat_ngram_size: StrictInt | None = Field(None, ge=0)
+    prompt_lookup_num_tokens: StrictInt | None = Field(None, ge=1)
     device_map: str | None = None
     max_memory: dict[str, str] | None = None
     revision: str | None = None
@@ -199,21 +214,21 @@ class VLLMEngineConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
-    swap_space: float | None = Field(None, ge=0)
-    cpu_offload_gb: float | None = Field(None, ge=0)
-    block_size: int | None = Field(None, ge=1)
+    gpu_memory_utilization: StrictFloat | None = Field(None, gt=0.0, le=1.0)
+    swap_space: StrictFloat | None = Field(None, ge=0)
+    cpu_offload_gb: StrictFloat | None = Field(None, ge=0)
+    block_size: StrictInt | None = Field(None, ge=1)
     kv_cache_dtype: str | None = None
     enforce_eager: bool | None = None
     enable_chunked_prefill: bool | None = None
-    max_num_seqs: int | None = Field(None, ge=1)
-    max_num_batched_tokens: int | None = Field(None, ge=1)
-    max_model_len: int | None = Field(None, ge=1)
-    tensor_parallel_size: int | None = Field(None, ge=1)
-    pipeline_parallel_size: int | None = Field(None, ge=1)
+    max_num_seqs: StrictInt | None = Field(None, ge=1)
+    max_num_batched_tokens: StrictInt | None = Field(None, ge=1)
+    max_model_len: StrictInt | None = Field(None, ge=1)
+    tensor_parallel_size: StrictInt | None = Field(None, ge=1)
+    pipeline_parallel_size: StrictInt | None = Field(None, ge=1)
     enable_prefix_caching: bool | None = None
     quantization: str | None = None
-    kv_cache_memory_bytes: int | None = Field(None, ge=1)
+    kv_cache_memory_bytes: StrictInt | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _contradictions(self, info: ValidationInfo) -> VLLMEngineConfig:
@@ -232,22 +247,22 @@ class VLLMSamplingConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    max_tokens: int | None = Field(None, ge=1)
-    min_tokens: int | None = Field(None, ge=0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    min_tokens: StrictInt | None = Field(None, ge=0)
+    presence_penalty: StrictFloat | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2.0, le=2.0)
     ignore_eos: bool | None = None
-    n: int | None = Field(None, ge=1)
+    n: StrictInt | None = Field(None, ge=1)
 
 
 class VLLMBeamSearchConfig(_Strict):
     """``BeamSearchParams`` fields. ``early_stopping`` is accepted for old study files and refused: vLLM's beam search
     has no such setting."""
 
-    beam_width: int | None = Field(None, ge=1)
-    length_penalty: float | None = None
+    beam_width: StrictInt | None = Field(None, ge=1)
+    length_penalty: StrictFloat | None = None
     early_stopping: bool | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: StrictInt | None = Field(None, ge=1)
     ignore_eos: bool | None = None
 
 
@@ -269,13 +284,13 @@ class ExperimentConfig(_Strict):
     id: str | None = Field(None, pattern=r"^[\w.+-]+$", description="the experiment's own test id (not hashed)")
     model: str = Field(min_length=1)
     backend: str = "pytorch"
-    n: int = Field(100, ge=1, description="number of prompts")
+    n: StrictInt = Field(100, ge=1, description="number of prompts")
     # Frozen defaults are shared rather than rebuilt (and revalidated) for every experiment of a large sweep.
     dataset: DatasetConfig = Field(default=DatasetConfig())
     precision: Precision = "bf16"
-    random_seed: int = 42
-    max_input_tokens: int = Field(512, ge=1)
-    max_output_tokens: int = Field(128, ge=1)
+    random_seed: StrictInt = 42
+    max_input_tokens: StrictInt = Field(512, ge=1)
+    max_output_tokens: StrictInt = Field(128, ge=1)
     decoder: DecoderConfig = Field(default=DecoderConfig())
     warmup: WarmupConfig = Field(default=WarmupConfig())
     baseline: BaselineConfig = Field(default=BaselineConfig())
@@ -329,26 +344,80 @@ class ExperimentConfig(_Strict):
         return copy.deepcopy(self.identity_fields)
 
     @cached_property
-    def identity_fields(self) -> dict[str, Any]:
-        """``identity()`` computed once, in field order; shared, so never mutate it."""
-        return self.model_dump(mode="json", exclude={"id"})
+    def _identity(self) -> tuple[dict[str, Any], str]:
+        """``identity()`` and its canonical JSON, section by section: the sections of a sweep's experiments repeat,
+        so each distinct one is dumped once (``_dump_section``)."""
+        fields: dict[str, Any] = {}
+        pieces: dict[str, str] = {}
+        for name in _IDENTITY_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, BaseModel):
+                fields[name], pieces[name] = _dump_section(value)
+            elif value is None or type(value) in _PLAIN:  # text, integers and None are their own JSON-mode dump
+                fields[name], pieces[name] = value, _plain_json(value)
+            else:
+                fields[name] = self.model_dump(mode="json", include={name})[name]
+                pieces[name] = _canonical(fields[name])
+        return fields, "{" + ", ".join(_IDENTITY_KEYS[name] + pieces[name] for name in _SORTED_IDENTITY) + "}"
 
-    @cached_property
+    @property
+    def identity_fields(self) -> dict[str, Any]:
+        """``identity()`` computed once, in field order; shared (sections too), so never mutate it."""
+        return self._identity[0]
+
+    @property
     def identity_json(self) -> str:
-        """``identity()`` as canonical JSON (sorted keys): what hashes are computed over."""
-        return json.dumps(self.identity_fields, sort_keys=True)
+        """``identity()`` as canonical JSON: ``json.dumps(identity(), sort_keys=True)``, what hashes are over."""
+        return self._identity[1]
+
+
+_PLAIN = (str, int, bool)
+
+
+@lru_cache(maxsize=4096, typed=True)  # typed: 1 and True are equal keys otherwise, but "1" and "true" in JSON
+def _plain_json(value: str | int | bool | None) -> str:
+    return _canonical(value)
+
+
+_SECTION_CACHE_SIZE = 4096
+_sections: dict[tuple[type, bytes], tuple[dict[str, Any], str]] = {}
+
+
+def _dump_section(section: BaseModel) -> tuple[dict[str, Any], str]:
+    """A section's JSON-mode dump and its canonical JSON, made once per distinct section. Keyed by the section's type
+    and its own JSON (pydantic's serializer, ~1 µs), which tells 1 from 1.0 and from true, as the dump does."""
+    key = (type(section), to_json(section))
+    found = _sections.get(key)
+    if found is None:
+        if len(_sections) >= _SECTION_CACHE_SIZE:
+            _sections.clear()
+        dumped = section.model_dump(mode="json")
+        found = _sections[key] = (dumped, _canonical(dumped))
+    return found
+
+
+_IDENTITY_FIELDS = tuple(name for name in ExperimentConfig.model_fields if name != "id")
+_SORTED_IDENTITY = sorted(_IDENTITY_FIELDS)
+_IDENTITY_KEYS = {name: json.dumps(name) + ": " for name in _IDENTITY_FIELDS}  # '"name": ', as json.dumps writes it
+_canonical = json.JSONEncoder(sort_keys=True).encode  # json.dumps(value, sort_keys=True), without a new encoder
 
 
 class ExecutionConfig(_Strict):
-    """How a study's items are ordered and paced. Defaults are conservative; the plugin's effective defaults differ."""
+    """How a study's items are ordered and paced. Defaults are conservative; the plugin's effective defaults differ.
 
-    n_cycles: int = Field(1, ge=1)
+    Its numbers are as strict as an experiment's; ini keys arrive as text, so that layer is validated with
+    ``model_validate(values, strict=False)``, which parses ``"3"`` and still refuses ``"true"`` and ``"2.5"`` for ints.
+    """
+
+    n_cycles: StrictInt = Field(1, ge=1)
     cycle_order: CycleOrder = CycleOrder.SEQUENTIAL
-    config_gap_seconds: float | None = Field(None, ge=0.0, description="pause between consecutive items")
-    cycle_gap_seconds: float | None = Field(None, ge=0.0, description="pause where one cycle ends and the next starts")
-    shuffle_seed: int | None = None
+    config_gap_seconds: StrictFloat | None = Field(None, ge=0.0, description="pause between consecutive items")
+    cycle_gap_seconds: StrictFloat | None = Field(
+        None, ge=0.0, description="pause where one cycle ends and the next starts"
+    )
+    shuffle_seed: StrictInt | None = None
     isolation: Literal["process", "none"] = Field("process", description="each item in a fresh child process, or not")
-    timeout_seconds: float | None = Field(None, gt=0.0, description="per item (isolation: process); then SIGKILL")
+    timeout_seconds: StrictFloat | None = Field(None, gt=0.0, description="per item (isolation: process); then SIGKILL")
 
 
 class StudyConfig(_Strict):

@@ -1,8 +1,7 @@
 """The meter protocol: begin and end a named window, get a Reading. ``NullMeter`` times windows when nothing can be
 measured.
 
-Meters are opened through a ``MeterPool`` (one per pytest session) so that study items and the ``llem_energy`` fixture
-share one code path and one set of device handles.
+Meters are opened in ``energy/opening.py``, which chooses between them.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
-
-from ..errors import EnergyUnavailableError
 
 MeterChoice = Literal["auto", "zeus", "none"]
 METER_CHOICES: tuple[MeterChoice, ...] = ("auto", "zeus", "none")
@@ -123,38 +120,3 @@ def resolve_choice(command_line: str | None, study: str | None, ini: str | None)
                 raise ValueError(f"meter must be one of {', '.join(METER_CHOICES)}, not {value!r}")
             return value
     return "auto"
-
-
-class MeterPool:
-    """The meters of one session, opened on first use: one per (choice, GPU selection)."""
-
-    def __init__(self) -> None:
-        self._meters: dict[tuple[MeterChoice, tuple[int, ...] | None], Meter] = {}
-
-    def get(self, choice: MeterChoice, gpu_indices: Sequence[int] | None = None) -> Meter:
-        key = (choice, tuple(gpu_indices) if gpu_indices is not None else None)
-        if key not in self._meters:
-            self._meters[key] = open_meter(choice, gpu_indices)
-        return self._meters[key]
-
-
-def open_meter(choice: MeterChoice, gpu_indices: Sequence[int] | None = None) -> Meter:
-    """``none`` → NullMeter; ``auto`` → Zeus with whatever it finds (NullMeter with the reason if nothing);
-    ``zeus`` → Zeus, or EnergyUnavailableError when it finds nothing to measure."""
-    if choice == "none":
-        return NullMeter("energy measurement is turned off (meter: none)")
-    try:
-        from .zeus import ZeusMeter  # zeus takes ~3 s to import: only once a window is about to be measured
-    except ImportError as exc:
-        reason = f"zeus is not installed ({exc}); pip install zeus"
-        if choice == "zeus":
-            raise EnergyUnavailableError(f"meter 'zeus' was asked for, but {reason}") from None
-        return NullMeter(reason)
-    meter = ZeusMeter.open(gpu_indices)
-    if meter.unavailable_reason is not None:
-        if choice == "zeus":
-            raise EnergyUnavailableError(
-                f"meter 'zeus' was asked for, but nothing can be measured here: {meter.unavailable_reason}"
-            )
-        return NullMeter(meter.unavailable_reason)
-    return meter

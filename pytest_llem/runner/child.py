@@ -60,7 +60,7 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
     outcome: dict[str, Any]
     try:
         from ..backends import load
-        from ..energy.meter import open_meter
+        from ..energy.opening import open_meter
         from .execute import run_experiment
 
         for path in job.setup_paths:

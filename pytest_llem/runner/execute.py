@@ -12,7 +12,8 @@ from ..backends import get_backend
 from ..backends.base import Backend
 from ..config.models import ExperimentConfig
 from ..energy.baseline import IdleBaselines, IdlePower
-from ..energy.meter import Meter, open_meter
+from ..energy.meter import Meter
+from ..energy.opening import open_meter
 from ..errors import PhaseError
 from ..results.schema import EnergyMetrics, LatencyStats, Metrics
 from ..workload.models import resolve_model

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..config.loader import load_base
 from ..config.messages import describe, key_path, unknown_key_message
@@ -27,6 +28,8 @@ from .cycles import apply_cycles, number_cycles
 from .hashing import compute_config_hash, compute_study_design_hash
 
 __all__ = [
+    "DEFAULT_MAX_EXPERIMENTS",
+    "MAX_EXPERIMENTS_KEY",
     "STUDY_ONLY_KEYS",
     "ConfigWarning",
     "CycleOrder",
@@ -37,6 +40,11 @@ __all__ = [
     "expand_grid",
     "number_cycles",
 ]
+
+# A sweep's size is a product: one typo (a long list, one key too many) can ask for millions of experiments. Above this
+# many per study, the study is refused before anything is expanded.
+DEFAULT_MAX_EXPERIMENTS = 100_000
+MAX_EXPERIMENTS_KEY = "llem_max_experiments"  # the ini key that raises the limit
 
 STUDY_ONLY_KEYS = frozenset({"name", "sweep", "experiments", "base", "execution", "version"})
 _EXPERIMENT_KEYS = tuple(ExperimentConfig.model_fields)
@@ -239,6 +247,30 @@ def _entry_candidates(
             yield _Candidate(_deep_merge(base, entry), entry=index)
 
 
+def _check_size(
+    dims: list[_Dimension],
+    backends: list[str],
+    n_entry_configs: int,
+    sweeping: bool,
+    limit: int,
+    study_path: Path | None,
+) -> None:
+    """Refuse a study that would expand beyond ``limit`` experiments, from the sizes of its lists alone."""
+    per_backend = {b: math.prod(len(d.values) for d in dims if d.backend in (None, b)) for b in backends}
+    total = (sum(per_backend.values()) if sweeping else 0) + n_entry_configs
+    if total <= limit:
+        return
+    factors = " × ".join(f"{len(d.values)} ({d.key})" for d in sorted(dims, key=lambda d: -len(d.values)))
+    by_backend = f" per backend, for {len(backends)} backends" if sweeping and len(backends) > 1 else ""
+    entries = f", plus {n_entry_configs:,} from experiments:" if n_entry_configs else ""
+    raise ConfigError(
+        f"expands to {total:,} experiments ({factors or '1'}{by_backend}{entries}), more than the limit of "
+        f"{limit:,} per study; shorten the sweep's lists, or raise the limit with the ini key {MAX_EXPERIMENTS_KEY}",
+        file=study_path,
+        key="sweep" if dims else "experiments",
+    )
+
+
 # --- validation ---
 
 
@@ -258,11 +290,52 @@ def _error_key(candidate: _Candidate, loc: tuple[str | int, ...], raw_study: Map
     return path
 
 
+# The experiment's sections (decoder:, pytorch:, vllm:, …): a sweep repeats each one many times.
+_SECTIONS = {
+    name: kind
+    for name, info in ExperimentConfig.model_fields.items()
+    for kind in (info.annotation, *get_args(info.annotation))
+    if isinstance(kind, type) and issubclass(kind, BaseModel)
+}
+
+
+class _Sections:
+    """Each distinct section of a study validated once: pydantic takes a validated section as it is, so the experiments
+    that share it are validated without it. A section that fails alone is left raw, for the experiment's own
+    validation to report where it was written."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.context = {"platform": platform}
+        self.validated: dict[tuple[str, str], BaseModel | None] = {}
+
+    def substitute(self, raw: dict[str, Any]) -> dict[str, Any]:
+        out = raw
+        for name, kind in _SECTIONS.items():
+            value = raw.get(name)
+            if not isinstance(value, dict):
+                continue
+            key = (name, repr(value))  # repr tells 1 from 1.0 and True, as validation would
+            if key not in self.validated:
+                try:
+                    self.validated[key] = kind.model_validate(value, context=self.context)
+                except ValidationError:
+                    self.validated[key] = None
+            section = self.validated[key]
+            if section is not None:
+                out = dict(out) if out is raw else out
+                out[name] = section
+        return out
+
+
 def _validate(
-    candidate: _Candidate, raw_study: Mapping[str, Any], study_path: Path | None, platform: Platform
+    candidate: _Candidate,
+    raw_study: Mapping[str, Any],
+    study_path: Path | None,
+    platform: Platform,
+    sections: _Sections,
 ) -> ExperimentConfig | SkippedConfig:
     try:
-        return ExperimentConfig.model_validate(candidate.raw, context={"platform": platform})
+        return ExperimentConfig.model_validate(sections.substitute(candidate.raw), context={"platform": platform})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         broken = [e for e in errors if e["type"] != INVALID_COMBINATION]
@@ -306,11 +379,16 @@ def _check_top_level(raw: Mapping[str, Any], study_path: Path | None) -> None:
 
 
 def expand_grid(
-    raw: dict[str, Any], study_path: Path | None = None, *, platform: Platform | None = None
+    raw: dict[str, Any],
+    study_path: Path | None = None,
+    *,
+    platform: Platform | None = None,
+    max_experiments: int = DEFAULT_MAX_EXPERIMENTS,
 ) -> tuple[list[ExperimentConfig], list[SkippedConfig]]:
     """Expand a study mapping into valid experiments (sweep points first, then entries) and skipped configs.
 
-    Raises ConfigError for anything wrong with the file itself, and when nothing valid is left to run.
+    Raises ConfigError for anything wrong with the file itself, when it would expand to more than
+    ``max_experiments`` configs (checked before expanding), and when nothing valid is left to run.
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a study must be a mapping of keys, got {type(raw).__name__}", file=study_path)
@@ -329,11 +407,12 @@ def expand_grid(
         e["backend"] for e in entries if isinstance(e, Mapping) and isinstance(e.get("backend"), str)
     }
 
+    sweeping = bool((dims or swept_backends or not entries) and (any(k != "backend" for k in fixed) or dims))
+    n_entry_configs = sum(1 if isinstance(e, Mapping) and "backend" in e else len(backends) for e in entries)
+    _check_size(dims, backends, n_entry_configs, sweeping, max_experiments, study_path)
     candidates: list[_Candidate] = []
-    if dims or swept_backends or not entries:
-        has_fields = any(k != "backend" for k in fixed) or dims
-        if has_fields:
-            candidates.extend(_sweep_candidates(fixed, dims, backends, all_backends, study_path))
+    if sweeping:
+        candidates.extend(_sweep_candidates(fixed, dims, backends, all_backends, study_path))
     candidates.extend(_entry_candidates(fixed, entries, backends, all_backends, study_path))
     if not candidates:
         raise ConfigError(
@@ -342,7 +421,8 @@ def expand_grid(
             file=study_path,
         )
 
-    outcomes = [_validate(c, raw, study_path, platform) for c in candidates]
+    sections = _Sections(platform)
+    outcomes = [_validate(c, raw, study_path, platform, sections) for c in candidates]
     valid = [o for o in outcomes if isinstance(o, ExperimentConfig)]
     skipped = [o for o in outcomes if isinstance(o, SkippedConfig)]
     if not valid:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from operator import methodcaller
 from typing import Any
 
 from ..config.models import BACKENDS, ExperimentConfig
@@ -19,11 +20,13 @@ def varying_paths(values: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[t
         keys.update(dict.fromkeys(value))
     paths = []
     for key in keys:
-        column = [v.get(key, _MISSING) for v in values]
-        if all(c == column[0] for c in column):
+        column = list(map(methodcaller("get", key, _MISSING), values))
+        if column.count(column[0]) == len(column):  # list.count compares in C: linear, and fast at 100,000
             continue
         if any(isinstance(c, Mapping) for c in column):
-            paths += varying_paths([c if isinstance(c, Mapping) else {} for c in column], (*prefix, key))
+            # Whether a path varies depends only on the distinct subtrees, which a sweep shares between experiments.
+            distinct = {id(c): c if isinstance(c, Mapping) else {} for c in column}
+            paths += varying_paths(list(distinct.values()), (*prefix, key))
         else:
             paths.append((*prefix, key))
     return paths
@@ -56,21 +59,40 @@ def safe_name(text: str) -> str:
 def experiment_ids(experiments: Sequence[ExperimentConfig]) -> list[str]:
     """One unique id per experiment: its own ``id:`` if given, else ``<backend>-<varying values…>``."""
     identities = [e.identity_fields for e in experiments]
-    varying = [p for p in varying_paths(identities) if p != ("backend",)]
+    every = varying_paths(identities)
+    varying = [p for p in every if p != ("backend",)]
     # A backend's own section (`vllm.sampling.ignore_eos`) names its experiments only where it varies among them:
     # beside another backend, which lacks the section, the backend in the id already tells them apart.
+    backends = {e.backend for e in experiments}
     within = {
-        backend: set(varying_paths([i for e, i in zip(experiments, identities, strict=True) if e.backend == backend]))
-        for backend in {e.backend for e in experiments}
+        backend: set(
+            every
+            if len(backends) == 1
+            else varying_paths([i for e, i in zip(experiments, identities, strict=True) if e.backend == backend])
+        )
+        for backend in backends
     }
+    shown_by_backend = {
+        backend: [p for p in varying if p[0] not in BACKENDS or p in within[backend]] for backend in backends
+    }
+    # A sweep repeats each value many times: each is shown once.
+    shown_values: dict[tuple[tuple[str, ...], type, Any], str] = {}
     ids = []
     for exp, identity in zip(experiments, identities, strict=True):
         if exp.id:
             ids.append(exp.id)
             continue
-        shown = [p for p in varying if p[0] not in BACKENDS or p in within[exp.backend]]
-        values = [(p, lookup(identity, p)) for p in shown]
-        ids.append("-".join([exp.backend] + [_show(p, v) for p, v in values if v is not None]))
+        parts = [exp.backend]
+        for path in shown_by_backend[exp.backend]:
+            value = lookup(identity, path)
+            if value is None:
+                continue
+            key = (path, type(value), value if not isinstance(value, list | dict) else repr(value))
+            text = shown_values.get(key)
+            if text is None:
+                text = shown_values[key] = _show(path, value)
+            parts.append(text)
+        ids.append("-".join(parts))
     return _deduplicate(ids, explicit=[bool(e.id) for e in experiments])
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from pytest_llem import CycleOrder, ExperimentConfig, apply_cycles, compute_study_design_hash
-from pytest_llem.config.loader import load_study
 from pytest_llem.study.grid import compute_config_hash, number_cycles
+from pytest_llem.study.load import load_study
 
 HEX16 = re.compile(r"[0-9a-f]{16}")
 

@@ -82,6 +82,27 @@ def test_execution_is_frozen() -> None:
         config.n_cycles = 3  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_cycles", True), ("n_cycles", 2.5), ("n_cycles", "3"), ("shuffle_seed", False), ("timeout_seconds", True)],
+)
+def test_execution_numbers_are_strict(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        ExecutionConfig.model_validate({field: value})
+    assert excinfo.value.errors()[0]["loc"] == (field,)
+    assert excinfo.value.errors()[0]["type"] in ("int_type", "float_type")
+
+
+def test_execution_text_is_parsed_only_when_asked() -> None:
+    """ini keys are text: the loader validates that layer with strict=False, which parses numbers and nothing else."""
+    config = ExecutionConfig.model_validate({"n_cycles": "4", "timeout_seconds": "2.5"}, strict=False)
+    assert (config.n_cycles, config.timeout_seconds) == (4, 2.5)
+    for text in ("true", "2.5", "many"):
+        with pytest.raises(ValidationError) as excinfo:
+            ExecutionConfig.model_validate({"n_cycles": text}, strict=False)
+        assert excinfo.value.errors()[0]["loc"] == ("n_cycles",)
+
+
 # ---------------------------------------------------------------------------------------------------------- StudyConfig
 
 

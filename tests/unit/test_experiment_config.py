@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import itertools
+import types
+import typing
+from collections.abc import Iterator
+from typing import Annotated, Any, Union
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from pytest_llem import ExperimentConfig
+from pytest_llem import ExperimentConfig, StudyConfig
+from pytest_llem.config import models
+from pytest_llem.config.messages import describe, key_path
 
 INVALID_COMBINATION = "invalid_combination"
 
@@ -300,3 +307,121 @@ def test_identity_excludes_id_and_includes_defaults() -> None:
     assert identity["n"] == 3
     assert identity["precision"] == "bf16"
     assert identity == make(id="other", n=3).identity()
+
+
+# ------------------------------------------------------------------------------------------------------ strict numbers
+# Every int and float field of every model, found by walking the models from StudyConfig down, so that a field (or a
+# model) added later is covered without touching this list.
+
+Path_ = tuple[str | int, ...]
+
+
+def _number_fields(annotation: Any, path: Path_, seen: set[type[BaseModel]]) -> Iterator[tuple[Path_, str]]:
+    """(path, "int" | "float") of every number reachable from ``annotation``, written at ``path``."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from _number_fields(arg, path, seen)
+    elif origin is list:
+        yield from _number_fields(typing.get_args(annotation)[0], (*path, 0), seen)
+    elif annotation is int:  # not bool: ``bool`` fields are not numbers
+        yield path, "int"
+    elif annotation is float:
+        yield path, "float"
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        seen.add(annotation)
+        for name, field in annotation.model_fields.items():
+            yield from _number_fields(field.annotation, (*path, name), seen)
+
+
+REACHED: set[type[BaseModel]] = set()
+NUMBER_FIELDS = sorted(_number_fields(StudyConfig, (), REACHED), key=lambda found: key_path(found[0]))
+# The smallest valid study; a vllm section needs backend: vllm, or the section itself would be the error.
+MINIMAL_STUDY: dict[str, Any] = {"experiments": [{"model": "org/model"}]}
+
+
+def _study_with(path: Path_, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(MINIMAL_STUDY)
+    if path[:3] == ("experiments", 0, "vllm"):
+        data["experiments"][0]["backend"] = "vllm"
+    node: Any = data
+    for part, following in itertools.pairwise(path):
+        node = node[part] if isinstance(part, int) else node.setdefault(part, [] if isinstance(following, int) else {})
+    last = path[-1]
+    if isinstance(last, int):
+        node[last:] = [value]
+    else:
+        node[last] = value
+    return data
+
+
+def test_the_walk_reaches_every_model_and_number() -> None:
+    defined = {
+        obj
+        for obj in vars(models).values()
+        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == models.__name__
+    }
+    assert defined - REACHED - {models._Strict} == set()
+    found = {key_path(path) for path, _ in NUMBER_FIELDS}
+    assert {
+        "experiments[0].n",
+        "experiments[0].decoder.temperature",
+        "experiments[0].energy.gpu_indices[0]",
+        "experiments[0].vllm.engine.gpu_memory_utilization",
+        "experiments[0].vllm.sampling.n",
+        "execution.n_cycles",
+        "execution.timeout_seconds",
+    } <= found
+
+
+@pytest.mark.parametrize(("path", "kind"), NUMBER_FIELDS, ids=[key_path(path) for path, _ in NUMBER_FIELDS])
+def test_numbers_refuse_booleans_strings_and_fractions(path: Path_, kind: str) -> None:
+    wanted = {"int": "a valid integer", "float": "a valid number"}[kind]
+    refused: list[tuple[Any, str]] = [(True, "true"), (False, "false"), ("3", "the string '3'")]
+    if kind == "int":
+        refused.append((2.5, "2.5"))
+    for value, shown in refused:
+        with pytest.raises(ValidationError) as excinfo:
+            StudyConfig.model_validate(_study_with(path, value), context={"platform": "cuda"})
+        (error,) = excinfo.value.errors(include_url=False)
+        assert (error["type"], error["loc"]) == (f"{kind}_type", path), value
+        assert describe(error).startswith(f"input should be {wanted}, got {shown}"), describe(error)
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"baseline": {"duration_seconds": 10}}, ("baseline", "duration_seconds")),
+        ({"decoder": {"temperature": 1}}, ("decoder", "temperature")),
+        ({"warmup": {"thermal_floor_seconds": 0}}, ("warmup", "thermal_floor_seconds")),
+        (
+            {"backend": "vllm", "vllm": {"engine": {"gpu_memory_utilization": 1}}},
+            ("vllm", "engine", "gpu_memory_utilization"),
+        ),
+    ],
+)
+def test_float_fields_take_integers(fields: dict[str, Any], path: tuple[str, ...]) -> None:
+    node: Any = make(**fields)
+    expected: Any = fields
+    for part in path:
+        node, expected = getattr(node, part), expected[part]
+    assert node == expected
+    assert type(node) is float
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"passthrough_kwargs": {"num_workers": True}}, ("passthrough_kwargs", "num_workers")),
+        ({"backend": "vllm", "vllm": {"engine": {"seed_offset": "3"}}}, ("vllm", "engine", "seed_offset")),
+        ({"backend": "vllm", "vllm": {"sampling": {"logprobs": True}}}, ("vllm", "sampling", "logprobs")),
+    ],
+)
+def test_free_form_values_are_passed_on_as_written(fields: dict[str, Any], path: tuple[str, ...]) -> None:
+    node: Any = make(**fields).model_dump()
+    expected: Any = fields
+    for part in path:
+        node, expected = node[part], expected[part]
+    assert node == expected and type(node) is type(expected)

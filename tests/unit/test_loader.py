@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from pytest_llem import ConfigError, CycleOrder, StudyConfig
-from pytest_llem.config.loader import load_study, read_study_file, resolve_execution
+from pytest_llem.config.loader import read_study_file, resolve_execution
+from pytest_llem.study.load import load_study
 
 # The plugin's effective defaults, passed in as the lowest layer (the library's own are the model's: 1, sequential).
 PLUGIN_DEFAULTS = {"n_cycles": 3, "cycle_order": "interleaved"}
@@ -143,6 +144,25 @@ def test_invalid_ini_value_names_its_source(tmp_path: Path) -> None:
     assert excinfo.value.key == "llem_cycles (ini)"
 
 
+@pytest.mark.parametrize("text", ["true", "2.5", "many"])
+def test_ini_text_that_is_not_an_integer_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        resolve_execution(None, ini={"n_cycles": text})
+    assert excinfo.value.key == "llem_cycles (ini)"
+    assert "input should be a valid integer" in excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"), [("true", "true"), ("2.5", "2.5"), ("'3'", "the string '3' (write numbers without quotes)")]
+)
+def test_study_execution_numbers_are_strict(tmp_path: Path, written: str, shown: str) -> None:
+    path = tmp_path / "study_x.yaml"
+    path.write_text(f"model: org/model\nexecution: {{n_cycles: {written}}}\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_study(path, ini={"n_cycles": "2"}, platform="cpu")
+    assert str(excinfo.value) == f"{path}: execution.n_cycles: input should be a valid integer, got {shown}"
+
+
 def test_invalid_command_line_value_names_its_source() -> None:
     with pytest.raises(ConfigError) as excinfo:
         resolve_execution(None, command_line={"cycle_order": "random"})
@@ -219,3 +239,37 @@ def test_load_study_reports_errors_with_the_file(tmp_path: Path) -> None:
         load_study(path, platform="cpu")
     assert excinfo.value.file == path
     assert excinfo.value.key == "experiments[0].n"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("n: true\n", "n", "input should be a valid integer, got true"),
+        ("n: 2.5\n", "n", "input should be a valid integer, got 2.5"),
+        ("n: '3'\n", "n", "input should be a valid integer, got the string '3' (write numbers without quotes)"),
+        ("sweep:\n  n: [1, true]\n", "sweep.n", "input should be a valid integer, got true"),
+        ("experiments:\n  - {n: 2.5}\n", "experiments[0].n", "input should be a valid integer, got 2.5"),
+        ("decoder: {temperature: false}\n", "decoder.temperature", "input should be a valid number, got false"),
+        (
+            "baseline: {duration_seconds: yes}\n",
+            "baseline.duration_seconds",
+            "input should be a valid number, got true",
+        ),
+    ],
+)
+def test_load_study_refuses_booleans_and_fractions_for_numbers(
+    tmp_path: Path, text: str, key: str, message: str
+) -> None:
+    path = tmp_path / "study_x.yaml"
+    path.write_text("model: org/model\n" + text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_study(path, platform="cpu")
+    assert (excinfo.value.file, excinfo.value.key, excinfo.value.message) == (path, key, message)
+    assert str(excinfo.value) == f"{path}: {key}: {message}"
+
+
+def test_load_study_takes_integers_for_float_fields(tmp_path: Path) -> None:
+    path = tmp_path / "study_x.yaml"
+    path.write_text("model: org/model\nbaseline: {duration_seconds: 10}\ndecoder: {temperature: 0}\n")
+    (experiment,) = load_study(path, platform="cpu").experiments
+    assert (experiment.baseline.duration_seconds, experiment.decoder.temperature) == (10.0, 0.0)

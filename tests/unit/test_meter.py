@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_llem.energy.baseline import IdleBaselines, measure_idle_power
-from pytest_llem.energy.meter import GpuDevice, MeterPool, NullMeter, Reading, open_meter, resolve_choice
+from pytest_llem.energy.meter import GpuDevice, NullMeter, Reading, resolve_choice
+from pytest_llem.energy.opening import MeterPool, open_meter
 from pytest_llem.energy.validity import GPU_COUNTER_PERIOD_S, check_window
 from pytest_llem.errors import EnergyUnavailableError
 from pytest_llem.results.environment import capture_environment, git_state, rapl_state
