@@ -2,6 +2,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check logic, not speed: no per-example deadline (200 ms by default) and no "too slow" health check,
+# which a busy or slow machine would turn into failures.
+settings.register_profile("llem", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("llem")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,6 +28,10 @@ MODES = {1: "segv", 2: "kill", 3: "hang", 4: "raise", 5: "stop pytest"}
 class Crashy(PyTorchBackend):
     def load(self, config, model):
         self.mode = MODES.get(config.random_seed)
+        if self.mode == "hang":  # before loading anything: how soon it hangs depends on no machine's speed
+            helper = subprocess.Popen(["sleep", "600"])  # a grandchild that must not outlive the item
+            Path("pids.txt").write_text(f"{os.getpid()} {helper.pid}")
+            time.sleep(600)
         super().load(config, model)
 
     def generate(self, prepared):
@@ -35,10 +39,6 @@ class Crashy(PyTorchBackend):
             ctypes.string_at(0)
         if self.mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        if self.mode == "hang":
-            helper = subprocess.Popen(["sleep", "600"])  # a grandchild that must not outlive the item
-            Path("pids.txt").write_text(f"{os.getpid()} {helper.pid}")
-            time.sleep(600)
         if self.mode == "raise":
             raise RuntimeError("boom on purpose")
         if self.mode == "stop pytest" and os.environ.get("KILL_PYTEST"):
@@ -62,4 +62,26 @@ n: 2
 max_output_tokens: 2
 warmup: {enabled: false}
 baseline: {enabled: false}
+"""
+
+
+# A backend test double for windows whose length matters (energy = power x time, no short-window warning): the pytorch
+# backend, real inference, then a sleep that makes every timed window at least WINDOW_S long on purpose — well over the
+# GPU energy counter's ~100 ms period however fast the machine, and long enough that a scheduling hiccup of a few ms
+# on a busy one is small against it. Pasted into a temp project's conftest (item processes import it from there), which
+# registers it: ``def pytest_llem_backends(): return {"padded": Padded}``.
+PADDED_BACKEND = """
+import time
+
+from pytest_llem.backends.pytorch import PyTorchBackend
+
+WINDOW_S = 0.3
+
+
+class Padded(PyTorchBackend):
+    def generate(self, prepared):
+        started = time.perf_counter()
+        generated = super().generate(prepared)
+        time.sleep(max(0.0, WINDOW_S - (time.perf_counter() - started)))
+        return generated
 """

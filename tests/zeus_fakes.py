@@ -1,8 +1,10 @@
 """Fake devices at Zeus's device layer, so the real ZeusMonitor code path runs on machines without GPUs or RAPL.
 
-A fake device integrates a settable power over the real monotonic clock and reports it as Zeus's hardware counters do
-(mJ since "driver load"). ``FakeGPUs`` honours ``CUDA_VISIBLE_DEVICES`` the way Zeus's NVIDIAGPUs does: it instantiates
-only the visible GPUs, in that order, each keeping its physical index.
+A fake device integrates a settable power over a clock and reports it as Zeus's hardware counters do (mJ since "driver
+load"). The clock is the real monotonic one unless a test hands the fakes a ``FakeClock``: a clock that moves only when
+the test says, so that energy, window length and every warning that depends on them are exact on any machine.
+``FakeGPUs`` honours ``CUDA_VISIBLE_DEVICES`` the way Zeus's NVIDIAGPUs does: it instantiates only the visible GPUs, in
+that order, each keeping its physical index.
 
 This file is also copied into pytester projects (their conftest installs the fakes), so it imports nothing from tests.
 """
@@ -12,21 +14,45 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zeus.device.cpu
 import zeus.device.gpu
 from zeus.device.cpu.common import CPU, CpuDramMeasurement, CPUs
 from zeus.device.gpu.common import GPU, GPUs
 
+Clock = Callable[[], float]
+
+
+class FakeClock:
+    """Seconds that pass only through ``sleep``. A test makes it the process's ``time.perf_counter`` and
+    ``time.monotonic`` (the clocks windows are timed with) and gives it to the fake devices, whose counters then read
+    exactly watts x the seconds slept."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start  # a float whose sums with binary fractions (0.25, 0.5, ...) stay exact
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def patch(self, monkeypatch: object) -> FakeClock:
+        """Make this clock ``time.perf_counter`` and ``time.monotonic`` until ``monkeypatch`` (pytest's) undoes it."""
+        for name in ("perf_counter", "monotonic"):
+            monkeypatch.setattr(time, name, self)  # type: ignore[attr-defined]
+        return self
+
 
 class PowerTrace:
     """Energy (J) of a device drawing ``watts``, which may change at any time; ``offset_j`` jumps the counter."""
 
-    def __init__(self, watts: float) -> None:
+    def __init__(self, watts: float, clock: Clock = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._watts = watts
-        self._since = time.monotonic()
+        self._since = clock()
         self._energy_j = 1000.0  # counters do not start at zero
         self.offset_j = 0.0
 
@@ -38,11 +64,11 @@ class PowerTrace:
     def watts(self, value: float) -> None:
         with self._lock:
             self._energy_j = self._read()
-            self._since = time.monotonic()
+            self._since = self._clock()
             self._watts = value
 
     def _read(self) -> float:
-        return self._energy_j + self._watts * (time.monotonic() - self._since)
+        return self._energy_j + self._watts * (self._clock() - self._since)
 
     def energy_j(self) -> float:
         with self._lock:
@@ -50,9 +76,16 @@ class PowerTrace:
 
 
 class FakeGPU(GPU):
-    def __init__(self, gpu_index: int, watts: float, name: str = "Fake GPU", limit_w: float = 700.0) -> None:
+    def __init__(
+        self,
+        gpu_index: int,
+        watts: float,
+        name: str = "Fake GPU",
+        limit_w: float = 700.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
         super().__init__(gpu_index)
-        self.trace = PowerTrace(watts)
+        self.trace = PowerTrace(watts, clock)
         self.name = name
         self.limit_w = limit_w
         self.frozen_mj: int | None = None  # a counter stuck at one value reads 0 J
@@ -124,10 +157,18 @@ class FakeGPU(GPU):
 class FakeGPUs(GPUs):
     """``watts[i]`` is physical GPU i's power; only the GPUs in CUDA_VISIBLE_DEVICES (if set) are visible."""
 
-    def __init__(self, watts: Sequence[float], names: Sequence[str] | None = None, limit_w: float = 700.0) -> None:
+    def __init__(
+        self,
+        watts: Sequence[float],
+        names: Sequence[str] | None = None,
+        limit_w: float = 700.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         indices = [int(i) for i in visible.split(",") if i.strip()] if visible is not None else range(len(watts))
-        self.physical = {i: FakeGPU(i, watts[i], (names or [])[i] if names else "Fake GPU", limit_w) for i in indices}
+        self.physical = {
+            i: FakeGPU(i, watts[i], (names or [])[i] if names else "Fake GPU", limit_w, clock) for i in indices
+        }
         self._gpus = list(self.physical.values())
 
     @property
@@ -139,10 +180,10 @@ class FakeGPUs(GPUs):
 
 
 class FakeCPU(CPU):
-    def __init__(self, cpu_index: int, watts: float, dram_watts: float | None) -> None:
+    def __init__(self, cpu_index: int, watts: float, dram_watts: float | None, clock: Clock = time.monotonic) -> None:
         super().__init__(cpu_index)
-        self.trace = PowerTrace(watts)
-        self.dram = PowerTrace(dram_watts) if dram_watts is not None else None
+        self.trace = PowerTrace(watts, clock)
+        self.dram = PowerTrace(dram_watts, clock) if dram_watts is not None else None
 
     def get_total_energy_consumption(self) -> CpuDramMeasurement:
         dram = self.dram.energy_j() * 1000 if self.dram is not None else None
@@ -153,8 +194,8 @@ class FakeCPU(CPU):
 
 
 class FakeCPUs(CPUs):
-    def __init__(self, watts: Sequence[float], dram_watts: float | None = None) -> None:
-        self._cpus = [FakeCPU(i, w, dram_watts) for i, w in enumerate(watts)]
+    def __init__(self, watts: Sequence[float], dram_watts: float | None = None, clock: Clock = time.monotonic) -> None:
+        self._cpus = [FakeCPU(i, w, dram_watts, clock) for i, w in enumerate(watts)]
 
     @property
     def cpus(self) -> Sequence[CPU]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -76,11 +77,25 @@ def test_one_output_token_has_no_inter_token_latency_and_says_why() -> None:
     assert metrics.unavailable["itl_s"] == "no sequence produced more than one token"
 
 
+class TimedBackend(PyTorchBackend):
+    """The real backend, noting how long its generate call took."""
+
+    def generate(self, prepared):
+        started = time.perf_counter()
+        try:
+            return super().generate(prepared)
+        finally:
+            self.generate_s = time.perf_counter() - started
+
+
 def test_window_excludes_load_and_warmup() -> None:
-    metrics = run_experiment(experiment(warmup={"n_warmup": 3}))
-    assert metrics.load_s > 0 and metrics.warmup_s > 0
-    # Three untimed warmup batches cost about as much as the two timed ones; none of it is in the window.
-    assert metrics.warmup_s > metrics.duration_s
+    backend = TimedBackend()
+    config = experiment(warmup={"n_warmup": 3, "thermal_floor_seconds": 0.5})
+    metrics = run_experiment(config, backend_factory=lambda _name: backend)
+    assert metrics.load_s > 0 and metrics.warmup_s >= 0.5  # the warmup's batches, then its 0.5 s thermal floor
+    # The window is the generate call, however long this machine takes for it; nothing of the warmup, whose thermal
+    # floor alone is 0.5 s.
+    assert backend.generate_s <= metrics.duration_s < backend.generate_s + 0.5
 
 
 def test_greedy_generation_is_deterministic_across_runs() -> None:

@@ -16,29 +16,67 @@ FAKES = Path(__file__).parent.parent / "zeus_fakes.py"
 # Each test says whether it wants the idle baseline; with fake devices it costs real seconds.
 FAST = studies.FAST.replace("baseline: {enabled: false}", "warmup: {enabled: false}")
 
+# Backends for windows whose length matters: ``padded`` (at least 0.3 s, see studies.PADDED_BACKEND) and ``blink``,
+# whose window is a 20 ms sleep, its inference done before (shorter than the GPU counter period on any machine, long
+# enough to read energy). ``clock``, a fixture for the temp project's tests: a FakeClock, on which the fake GPUs count,
+# as time.perf_counter and time.monotonic.
+CONFTEST = (
+    studies.PADDED_BACKEND
+    + """
+import pytest
+import zeus_fakes
 
-def project(pytester: pytest.Pytester, gpus: list[float] | None, study: str | None = FAST) -> None:
+CLOCK = zeus_fakes.FakeClock()
+
+
+class Blink(PyTorchBackend):
+    '''The pytorch backend with its inference done in prepare, before the timed window.'''
+
+    def prepare(self, prompts):
+        prepared = super().prepare(prompts)
+        self.done = super().generate(prepared)
+        return prepared
+
+    def generate(self, prepared):
+        time.sleep(0.02)
+        return self.done
+
+
+def pytest_llem_backends():
+    return {"padded": Padded, "blink": Blink}
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    return CLOCK.patch(monkeypatch)
+
+
+def install_fakes():
+    zeus_fakes.install(DEVICES, None)
+
+
+def pytest_configure(config):
+    install_fakes()
+
+
+def pytest_llem_child_setup():  # items run in child processes: they need the fakes too
+    return [install_fakes]
+
+
+def pytest_unconfigure(config):
+    zeus_fakes.uninstall()
+"""
+)
+
+
+def project(
+    pytester: pytest.Pytester, gpus: list[float] | None, study: str | None = FAST, *, fake_clock: bool = False
+) -> None:
     """A temp project whose conftest makes Zeus see fake GPUs at ``gpus`` watts (None: no device at all), in the
-    pytest process and in every item's child process."""
+    pytest process and in every item's child process; with ``fake_clock`` they count on the ``clock`` fixture's time."""
     pytester.makepyfile(zeus_fakes=FAKES.read_text())
-    devices = f"zeus_fakes.FakeGPUs({gpus!r})" if gpus is not None else "None"
-    pytester.makeconftest(
-        f"""
-        import zeus_fakes
-
-        def install_fakes():
-            zeus_fakes.install({devices}, None)
-
-        def pytest_configure(config):
-            install_fakes()
-
-        def pytest_llem_child_setup():  # items run in child processes: they need the fakes too
-            return [install_fakes]
-
-        def pytest_unconfigure(config):
-            zeus_fakes.uninstall()
-        """
-    )
+    devices = "None" if gpus is None else f"zeus_fakes.FakeGPUs({gpus!r}{', clock=CLOCK' if fake_clock else ''})"
+    pytester.makeconftest(CONFTEST.replace("DEVICES", devices))
     if study is not None:
         pytester.makefile(".yaml", study_e=study)
 
@@ -49,14 +87,16 @@ def results(pytester: pytest.Pytester) -> list[dict]:
 
 
 def test_study_items_record_energy_per_gpu_idle_power_and_the_environment(pytester: pytest.Pytester) -> None:
-    project(pytester, [120.0, 80.0], FAST + "baseline: {enabled: true, duration_seconds: 5}\n")
+    project(pytester, [120.0, 80.0], FAST + "backend: padded\nbaseline: {enabled: true, duration_seconds: 5}\n")
     result = pytester.runpytest("--llem-cycles=2", "--junitxml=out.xml")
     result.assert_outcomes(passed=2)
     first, second = results(pytester)
     for r in (first, second):
         m = r["metrics"]
         assert set(m["gpu_energy_j"]) == {"0", "1"}
-        assert m["gpu_energy_j"]["0"] == pytest.approx(120.0 * m["duration_s"], rel=0.05, abs=0.002)
+        assert m["duration_s"] >= 0.3
+        assert m["gpu_energy_j"]["0"] == pytest.approx(120.0 * m["duration_s"], rel=0.05)
+        assert m["gpu_energy_j"]["1"] == pytest.approx(80.0 * m["duration_s"], rel=0.05)
         assert m["energy_j"] == pytest.approx(sum(m["gpu_energy_j"].values()))
         assert m["mean_power_w"] == pytest.approx(m["energy_j"] / m["duration_s"])
         assert m["energy_per_output_token_j"] == pytest.approx(m["energy_j"] / m["output_tokens"])
@@ -70,29 +110,30 @@ def test_study_items_record_energy_per_gpu_idle_power_and_the_environment(pytest
     result.stdout.re_match_lines(
         [
             r"experiment\s+cycles\s+tokens/s \(95% CI\).*energy J \(95% CI\)\s+J/tok\s+mean W",
-            r"pytorch\s+2\s+.*\d ± [\d.]+\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+$",
+            r"padded\s+2\s+.*\d ± [\d.]+\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+$",
             r"energy: zeus: GPU 0 \(Fake GPU\), GPU 1 \(Fake GPU\) via FakeGPUs \(2 results\)",
         ]
     )
 
 
 def test_a_window_too_short_for_the_counters_is_a_warning_and_a_failure_when_strict(pytester: pytest.Pytester) -> None:
-    project(pytester, [100.0], FAST + "baseline: {enabled: false}\nn: 1\nmax_output_tokens: 1\n")
+    project(pytester, [100.0], FAST + "backend: blink\nbaseline: {enabled: false}\n")
     lenient = pytester.runpytest("--llem-cycles=1", "--junitxml=out.xml")
     lenient.assert_outcomes(passed=1)
     (only,) = results(pytester)
-    assert only["metrics"]["duration_s"] < 0.1
-    assert any("shorter than the GPU energy counter" in w for w in only["metrics"]["measurement_warnings"])
+    assert 0.02 <= only["metrics"]["duration_s"] < 0.1
+    (warning,) = only["metrics"]["measurement_warnings"]
+    assert "shorter than the GPU energy counter" in warning
     lenient.stdout.re_match_lines(
-        [r"measurement warnings \(1; --llem-strict fails such items\):", r"  pytorch cycle 1: window of \d+ ms"]
+        [r"measurement warnings \(1; --llem-strict fails such items\):", r"  blink cycle 1: window of \d+ ms"]
     )
 
     strict = pytester.runpytest("--llem-cycles=1", "--llem-strict")
     strict.assert_outcomes(failed=1)
     strict.stdout.re_match_lines(
-        [r".*pytorch cycle 1: measurement warnings \(--llem-strict\):", r".*  - window of \d+ ms is shorter than"]
+        [r".*blink cycle 1: measurement warnings \(--llem-strict\):", r".*  - window of \d+ ms is shorter than"]
     )
-    strict.stdout.re_match_lines([r"pytorch\s+0 \(1 failed\)"])
+    strict.stdout.re_match_lines([r"blink\s+0 \(1 failed\)"])
     assert "Traceback" not in strict.stdout.str()
 
 
@@ -134,31 +175,32 @@ def test_a_bad_meter_in_the_ini_is_one_usage_error(pytester: pytest.Pytester) ->
     result.stderr.fnmatch_lines(["*llem_meter (ini): must be one of auto, zeus, none, not 'nvml'*"])
 
 
+# On the project's FakeClock: the windows last exactly what the test sleeps on it, and the fake GPU counts on it too.
 FIXTURE_TEST = """
-import time
-
 import pytest
 
 
-def test_pipeline(llem_energy):
+def test_pipeline(llem_energy, clock):
     with llem_energy.measure("prefill") as first:
-        time.sleep(0.3)
+        clock.sleep(0.25)
     with llem_energy.measure("decode") as m:
         with pytest.raises(AttributeError, match="still open"):
             m.energy_j
-        time.sleep(0.4)
+        clock.sleep(0.5)
     m.output_tokens = 20
     with llem_energy.measure("nested"):
         with pytest.raises(ValueError, match="window 'nested' is already open"):
             with llem_energy.measure("nested"):
                 pass
-    assert m.duration_s >= 0.4
+    assert (first.duration_s, m.duration_s) == (0.25, 0.5)
+    assert m.tokens_per_s == 40.0
     if EXPECT_ENERGY:
-        assert m.energy_j == pytest.approx(150.0 * m.duration_s, rel=0.01)
+        assert m.energy_j == pytest.approx(150.0 * 0.5)
         assert m.gpu_energy_j == {0: pytest.approx(m.energy_j)}
         assert m.energy_per_output_token_j == pytest.approx(m.energy_j / 20)
+        assert m.mean_power_w == pytest.approx(150.0)
         assert m.energy_unavailable_reason is None
-        assert first.energy_j == pytest.approx(150.0 * first.duration_s, rel=0.01)
+        assert first.energy_j == pytest.approx(150.0 * 0.25)
     else:
         assert m.energy_j is None and m.energy_per_output_token_j is None and m.gpu_energy_j == {}
         assert "no GPU visible" in m.energy_unavailable_reason
@@ -169,7 +211,7 @@ def test_pipeline(llem_energy):
 def test_the_fixture_measures_plain_tests_into_the_same_results_and_table(
     pytester: pytest.Pytester, gpus: list[float] | None
 ) -> None:
-    project(pytester, gpus, study=None)
+    project(pytester, gpus, study=None, fake_clock=True)
     pytester.makepyfile(test_fx=f"EXPECT_ENERGY = {gpus is not None}\n" + FIXTURE_TEST)
     result = pytester.runpytest("--junitxml=out.xml")
     result.assert_outcomes(passed=1)
@@ -179,7 +221,7 @@ def test_the_fixture_measures_plain_tests_into_the_same_results_and_table(
     assert decode["experiment_id"] == "test_pipeline::decode" and decode["metrics"]["output_tokens"] == 20
     assert prefill["metrics"]["unavailable"]["output_tokens"] == "the test did not set output_tokens on the window"
     # energy J, J/tok (none without output tokens), mean W
-    prefill_energy, decode_energy = (r"4[5-9]\.\d\s+-\s+150$", r"6\d\.\d\s+3\.\d\d\s+150$")
+    prefill_energy, decode_energy = (r"37\.5\s+-\s+150$", r"75\.0\s+3\.75\s+150$")
     if gpus is None:
         prefill_energy = decode_energy = r"-\s+-\s+-$"
     result.stdout.re_match_lines(
@@ -194,9 +236,9 @@ def test_the_fixture_measures_plain_tests_into_the_same_results_and_table(
 
 
 def test_a_strict_session_fails_a_fixture_window_with_warnings(pytester: pytest.Pytester) -> None:
-    project(pytester, [100.0], study=None)
-    pytester.makepyfile(
-        test_short="def test_blink(llem_energy):\n    with llem_energy.measure('blink'):\n        pass\n"
+    project(pytester, [100.0], study=None, fake_clock=True)
+    pytester.makepyfile(  # no time passes in the window: 0 ms, 0 J
+        test_short="def test_blink(llem_energy, clock):\n    with llem_energy.measure('blink'):\n        pass\n"
     )
     result = pytester.runpytest("--llem-strict")
     result.assert_outcomes(failed=1)
@@ -204,19 +246,17 @@ def test_a_strict_session_fails_a_fixture_window_with_warnings(pytester: pytest.
 
 
 def test_failed_and_same_named_tests_keep_their_own_rows_and_warnings(pytester: pytest.Pytester) -> None:
-    project(pytester, [100.0], study=None)
+    project(pytester, [100.0], study=None, fake_clock=True)
     pytester.makepyfile(
         test_budget="""
-        import time
-
         class TestA:
-            def test_run(self, llem_energy):
+            def test_run(self, llem_energy, clock):
                 with llem_energy.measure("gen"):
-                    time.sleep(0.2)
+                    clock.sleep(0.25)
 
         class TestB:
-            def test_run(self, llem_energy):
-                with llem_energy.measure("gen") as m:
+            def test_run(self, llem_energy, clock):
+                with llem_energy.measure("gen") as m:  # no time passes: 0 ms, 0 J
                     pass
                 assert m.energy_j < 0, "over budget"
         """
@@ -232,4 +272,4 @@ def test_failed_and_same_named_tests_keep_their_own_rows_and_warnings(pytester: 
             r"TestB::test_run::gen\s+0 \(1 failed\)\s",
         ]
     )
-    result.stdout.re_match_lines([r"  TestB::test_run::gen cycle 1: window of \d+ ms is shorter than"])
+    result.stdout.re_match_lines([r"  TestB::test_run::gen cycle 1: window of 0 ms is shorter than"])

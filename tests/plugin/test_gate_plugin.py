@@ -15,34 +15,35 @@ from tests import studies
 FAKES = Path(__file__).parent.parent / "zeus_fakes.py"
 
 # random_seed names the experiment whose GPU draws PLANTED_WATTS in the run under test (env PLANTED_SEED).
-# 12 tokens: windows longer than the GPU counter period, so --llem-strict has no measurement warning to fail on.
 STUDY = (
     studies.FAST.replace("baseline: {enabled: false}", "baseline: {enabled: false}\nwarmup: {enabled: false}")
-    .replace("max_output_tokens: 4", "max_output_tokens: 12")
-    .replace("min_new_tokens: 4", "min_new_tokens: 12")
     + "backend: hungry\nexecution: {isolation: none, config_gap_seconds: 0, cycle_gap_seconds: 0}\n"
     + "sweep:\n  random_seed: [1, 2]\n"
 )
-CONFTEST = """
+# Hungry's windows last at least 0.3 s on purpose (Padded): longer than the GPU counter period on any machine, so
+# --llem-strict has no measurement warning to fail on. Its power is set before a window opens and kept until after it
+# closes, so a window's mean power is the power planted, not a mix with the 100 W around it.
+CONFTEST = (
+    studies.PADDED_BACKEND
+    + """
 import os
 
 import zeus.device.gpu
 import zeus_fakes
 
-from pytest_llem.backends.pytorch import PyTorchBackend
 
+class Hungry(Padded):
+    '''The padded pytorch backend on a fake GPU whose power this experiment's random_seed may raise.'''
 
-class Hungry(PyTorchBackend):
-    '''The pytorch backend on a fake GPU whose power this experiment's random_seed may raise.'''
+    def load(self, config, model):
+        planted = os.environ.get("PLANTED_SEED") == str(config.random_seed)
+        watts = float(os.environ.get("PLANTED_WATTS", "400")) if planted else 100.0
+        zeus.device.gpu._gpus.gpus[0].trace.watts = watts
+        super().load(config, model)
 
-    def generate(self, prepared):
-        planted = os.environ.get("PLANTED_SEED") == str(self.config.random_seed)
-        gpu = zeus.device.gpu._gpus.gpus[0]
-        gpu.trace.watts = float(os.environ.get("PLANTED_WATTS", "400")) if planted else 100.0
-        try:
-            return super().generate(prepared)
-        finally:
-            gpu.trace.watts = 100.0
+    def close(self):
+        zeus.device.gpu._gpus.gpus[0].trace.watts = 100.0
+        super().close()
 
 
 def pytest_llem_backends():
@@ -56,6 +57,7 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     zeus_fakes.uninstall()
 """
+)
 
 
 @pytest.fixture
@@ -91,12 +93,14 @@ def test_a_planted_power_regression_fails_exactly_its_gate_with_the_figures(
     result.stdout.re_match_lines(
         [
             r"experiment hungry-2 regressed against baseline 'base':",
-            r"hungry-2: mean_power_w: regressed \(beyond 10% and p < 0.05\): \+(299|300)\.\d%; baseline 100(\.\d+)? "
-            r"± [\d.]+ W \(n=3\) -> now 400(\.\d+)? ± [\d.]+ W \(n=3\); p = [\d.e-]+; detectable change .*: [\d.]+%",
+            # 4x the power: +300%, give or take what a busy machine's scheduling adds to a 0.3 s window
+            r"hungry-2: mean_power_w: regressed \(beyond 10% and p < 0.05\): \+(29\d|30\d)\.\d%; "
+            r"baseline (99|10\d)(\.\d+)? ± [\d.]+ W \(n=3\) -> now (39\d|40\d)(\.\d+)? ± [\d.]+ W \(n=3\); "
+            r"p = [\d.e-]+; detectable change .*: [\d.]+%",
             r"compared with baseline 'base'.*",
             r"experiment\s+cycles\s.*\s+vs base\s+verdict$",
             r"hungry-1\s+3\s.*\s+[+-]\d\.\d%\s+unchanged$",
-            r"hungry-2\s+3\s.*\s+\+(299|300)\.\d%\s+regressed$",
+            r"hungry-2\s+3\s.*\s+\+(29\d|30\d)\.\d%\s+regressed$",
         ]
     )
     report = json.loads((project.path / "out" / "report.json").read_text())
@@ -109,7 +113,7 @@ def test_a_planted_power_regression_fails_exactly_its_gate_with_the_figures(
     rows = list(csv.DictReader((project.path / "out" / "report.csv").open()))
     experiments = {r["experiment_id"]: r for r in rows if r["level"] == "experiment"}
     assert experiments["hungry-2"]["verdict"] == "regressed" and experiments["hungry-1"]["verdict"] == "unchanged"
-    assert float(experiments["hungry-2"]["mean_power_w"]) == pytest.approx(400, rel=0.02)
+    assert float(experiments["hungry-2"]["mean_power_w"]) == pytest.approx(400, rel=0.05)
     assert len([r for r in rows if r["level"] == "item"]) == 6
     summary = (project.path / "step_summary.md").read_text()
     assert "Compared with baseline `base`: 1 regression(s)." in summary and "- **hungry-2** (study_g.yaml)" in summary
@@ -217,10 +221,10 @@ import zeus.device.gpu
 def test_serve(llem_energy):
     gpu = zeus.device.gpu._gpus.gpus[0]
     for _ in range(3):  # the same window name again: another cycle of it
+        gpu.trace.watts = float(os.environ.get("WINDOW_WATTS", "100"))  # for the whole window
         with llem_energy.measure("serve") as window:
-            gpu.trace.watts = float(os.environ.get("WINDOW_WATTS", "100"))
-            time.sleep(0.15)
-            gpu.trace.watts = 100.0
+            time.sleep(0.15)  # longer than the GPU counter period, whatever the machine
+        gpu.trace.watts = 100.0
         window.output_tokens = 10
 """
 

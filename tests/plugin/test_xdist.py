@@ -18,11 +18,11 @@ from tests.plugin.test_gate_plugin import STUDY as HUNGRY_STUDY
 
 FAKES = Path(__file__).parent.parent / "zeus_fakes.py"
 WATTS = [100.0, 200.0, 300.0, 400.0]
+# padded: windows of at least 0.3 s on purpose (studies.PADDED_BACKEND), so energy = power x time holds within a few %
+# on any machine, busy or not.
 STUDY = (
-    studies.FAST.replace("max_output_tokens: 4", "max_output_tokens: 12").replace(
-        "min_new_tokens: 4", "min_new_tokens: 12"
-    )
-    + "warmup: {enabled: false}\nexecution: {isolation: none}\nsweep:\n  random_seed: [1, 2]\n"
+    studies.FAST
+    + "backend: padded\nwarmup: {enabled: false}\nexecution: {isolation: none}\nsweep:\n  random_seed: [1, 2]\n"
 )
 
 
@@ -31,15 +31,22 @@ def project(pytester: pytest.Pytester, gpus: list[float], study: str = STUDY) ->
     runs in each; a worker has narrowed CUDA_VISIBLE_DEVICES before it does)."""
     pytester.makepyfile(zeus_fakes=FAKES.read_text())
     pytester.makeconftest(
-        f"""
-        import zeus_fakes
+        studies.PADDED_BACKEND
+        + f"""
+import zeus_fakes
 
-        def pytest_configure(config):
-            zeus_fakes.install(zeus_fakes.FakeGPUs({gpus!r}), zeus_fakes.FakeCPUs([50.0]))
 
-        def pytest_unconfigure(config):
-            zeus_fakes.uninstall()
-        """
+def pytest_llem_backends():
+    return {{"padded": Padded}}
+
+
+def pytest_configure(config):
+    zeus_fakes.install(zeus_fakes.FakeGPUs({gpus!r}), zeus_fakes.FakeCPUs([50.0]))
+
+
+def pytest_unconfigure(config):
+    zeus_fakes.uninstall()
+"""
     )
     pytester.makefile(".yaml", study_x=study)
 
@@ -70,13 +77,13 @@ def test_each_worker_measures_only_its_own_gpus_and_the_controller_writes_one_ru
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["cycle_order"] == {"study_x.yaml": "interleaved"}
     assert sorted((i["experiment_id"], i["cycle"], i["status"]) for i in manifest["items"]) == [
-        (e, c, "passed") for e in ("pytorch-1", "pytorch-2") for c in (1, 2)
+        (e, c, "passed") for e in ("padded-1", "padded-2") for c in (1, 2)
     ]
     assert len(list((run / "results").iterdir())) == 4
     summary = json.loads((run / "summary.json").read_text())["study_x.yaml"]["experiments"]
-    assert {e: s["cycles_passed"] for e, s in summary.items()} == {"pytorch-1": 2, "pytorch-2": 2}
+    assert {e: s["cycles_passed"] for e, s in summary.items()} == {"padded-1": 2, "padded-2": 2}
     result.stdout.re_match_lines(
-        [r"study_x\.yaml \[\w+\]: 2 configs x 2 cycles.*", r"pytorch-1\s+2\s.*", r"pytorch-2\s+2\s.*"]
+        [r"study_x\.yaml \[\w+\]: 2 configs x 2 cycles.*", r"padded-1\s+2\s.*", r"padded-2\s+2\s.*"]
     )
 
 
@@ -175,7 +182,8 @@ def test_a_gate_under_xdist_fails_exactly_the_regressed_experiment(
     loadgroup.stderr.fnmatch_lines(["*--llem-compare under pytest-xdist needs --dist load (the default)*"])
 
 
-SHARDED = STUDY.replace("random_seed: [1, 2]", "random_seed: [1, 2, 3, 4, 5]")
+# No energy checked here: the plain pytorch backend, as fast as this machine makes it.
+SHARDED = STUDY.replace("random_seed: [1, 2]", "random_seed: [1, 2, 3, 4, 5]").replace("padded", "pytorch")
 
 
 def collected(pytester: pytest.Pytester, *args: str) -> list[str]:

@@ -1,10 +1,12 @@
-"""The meter over real Zeus, with fake devices only at Zeus's device layer."""
+"""The meter over real Zeus, with fake devices only at Zeus's device layer.
+
+Windows run on a ``FakeClock``: seconds pass only when a test sleeps on it, and the fake counters integrate power over
+the same clock, so every energy, duration and warning below is exact however fast or busy the machine is."""
 
 from __future__ import annotations
 
 import importlib.util
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,17 +20,24 @@ from pytest_llem.energy.validity import GPU_COUNTER_PERIOD_S, check_window
 from pytest_llem.errors import EnergyUnavailableError
 from pytest_llem.results.environment import capture_environment, git_state, rapl_state
 from pytest_llem.results.schema import EnergyMetrics
-from tests.zeus_fakes import FakeCPUs, FakeGPUs, install, uninstall
+from tests.zeus_fakes import FakeClock, FakeCPUs, FakeGPUs, install, uninstall
 
 
 @pytest.fixture
-def devices(monkeypatch: pytest.MonkeyPatch):
-    """Install fakes with ``devices(gpus=[W, ...], cpus=[W, ...], dram=W)``; Zeus's singletons are reset afterwards."""
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """This test's time: ``time.perf_counter`` and ``time.monotonic`` until it ends."""
+    return FakeClock().patch(monkeypatch)
+
+
+@pytest.fixture
+def devices(monkeypatch: pytest.MonkeyPatch, clock: FakeClock):
+    """Install fakes with ``devices(gpus=[W, ...], cpus=[W, ...], dram=W)`` on the test's clock; Zeus's singletons
+    are reset afterwards."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
     def make(gpus=None, cpus=None, dram=None, **kwargs):
-        fake_gpus = FakeGPUs(gpus, **kwargs) if gpus is not None else None
-        fake_cpus = FakeCPUs(cpus, dram) if cpus is not None else None
+        fake_gpus = FakeGPUs(gpus, clock=clock, **kwargs) if gpus is not None else None
+        fake_cpus = FakeCPUs(cpus, dram, clock=clock) if cpus is not None else None
         install(fake_gpus, fake_cpus)
         return fake_gpus, fake_cpus
 
@@ -36,16 +45,17 @@ def devices(monkeypatch: pytest.MonkeyPatch):
     uninstall()
 
 
-def window(meter, seconds: float, name: str = "w") -> Reading:
+def window(meter, clock: FakeClock, seconds: float, name: str = "w") -> Reading:
     meter.begin(name)
-    time.sleep(seconds)
+    clock.sleep(seconds)
     return meter.end(name)
 
 
-def test_two_gpus_at_known_power_measure_power_times_time_each(devices) -> None:
+def test_two_gpus_at_known_power_measure_power_times_time_each(devices, clock) -> None:
     devices(gpus=[100.0, 250.0], names=["Fake A", "Fake B"])
     meter = open_meter("auto")
-    reading = window(meter, 1.0)
+    reading = window(meter, clock, 1.0)
+    assert reading.duration_s == 1.0
     assert set(reading.gpu_energy_j) == {0, 1}
     assert reading.gpu_energy_j[0] == pytest.approx(100.0 * reading.duration_s, rel=0.01)
     assert reading.gpu_energy_j[1] == pytest.approx(250.0 * reading.duration_s, rel=0.01)
@@ -56,49 +66,49 @@ def test_two_gpus_at_known_power_measure_power_times_time_each(devices) -> None:
     assert [(g.index, g.physical_index, g.power_limit_w) for g in meter.gpus] == [(0, 0, 700.0), (1, 1, 700.0)]
 
 
-def test_a_process_that_sees_only_gpu_1_measures_only_gpu_1(devices, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_process_that_sees_only_gpu_1_measures_only_gpu_1(devices, clock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     devices(gpus=[100.0, 250.0])
-    reading = window(open_meter("auto"), 1.0)
+    reading = window(open_meter("auto"), clock, 1.0)
     assert list(reading.gpu_energy_j) == [1]  # named by the driver's index, not CUDA's 0
     assert reading.gpu_energy_j[1] == pytest.approx(250.0 * reading.duration_s, rel=0.01)
 
 
-def test_gpu_indices_count_visible_gpus_and_results_name_the_driver_index(devices, monkeypatch) -> None:
+def test_gpu_indices_count_visible_gpus_and_results_name_the_driver_index(devices, clock, monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     devices(gpus=[10.0, 20.0, 30.0, 40.0])
     meter = open_meter("auto", [1])
     assert [(g.index, g.physical_index) for g in meter.gpus] == [(1, 3)]
-    reading = window(meter, 0.3)
+    reading = window(meter, clock, 0.3)
     assert list(reading.gpu_energy_j) == [3]
     assert reading.gpu_energy_j[3] == pytest.approx(40.0 * reading.duration_s, rel=0.02)
 
 
-def test_gpu_indices_narrow_the_measured_gpus_and_bad_ones_name_what_is_allowed(devices) -> None:
+def test_gpu_indices_narrow_the_measured_gpus_and_bad_ones_name_what_is_allowed(devices, clock) -> None:
     devices(gpus=[100.0, 250.0, 300.0])
-    reading = window(open_meter("auto", [2]), 0.3)
+    reading = window(open_meter("auto", [2]), clock, 0.3)
     assert list(reading.gpu_energy_j) == [2]
     with pytest.raises(EnergyUnavailableError, match=r"GPU 3, but this process sees 3 GPU\(s\); allowed: 0..2"):
         open_meter("auto", [3])
 
 
-def test_cpu_packages_and_dram_through_rapl(devices) -> None:
+def test_cpu_packages_and_dram_through_rapl(devices, clock) -> None:
     devices(cpus=[30.0, 20.0], dram=5.0)
     meter = open_meter("auto")
     assert meter.source == "zeus: CPU packages + DRAM via RAPL"
-    reading = window(meter, 0.5)
+    reading = window(meter, clock, 0.5)
     assert reading.gpu_energy_j == {}
     assert reading.cpu_energy_j == pytest.approx(50.0 * reading.duration_s, rel=0.02)
     assert reading.dram_energy_j == pytest.approx(2 * 5.0 * reading.duration_s, rel=0.02)  # one DRAM per package
 
 
-def test_no_devices_gives_null_energy_with_the_reason_or_an_error_when_zeus_is_demanded(devices) -> None:
+def test_no_devices_gives_null_energy_with_the_reason_or_an_error_when_zeus_is_demanded(devices, clock) -> None:
     devices()
     meter = open_meter("auto")
     assert isinstance(meter, NullMeter)
-    reading = window(meter, 0.05)
+    reading = window(meter, clock, 0.25)
     assert reading.energy_j is None and reading.mean_power_w is None
-    assert reading.duration_s >= 0.05
+    assert reading.duration_s == 0.25  # still timed
     assert reading.unavailable_reason == "no GPU visible to this process and no CPU package with RAPL counters"
     with pytest.raises(EnergyUnavailableError, match="meter 'zeus' was asked for, but nothing can be measured here"):
         open_meter("zeus")
@@ -129,12 +139,13 @@ def test_gpus_zeus_cannot_open_leave_energy_null_with_the_reason(devices, monkey
     )
 
 
-def test_a_cancelled_window_can_be_opened_again(devices) -> None:
+def test_a_cancelled_window_can_be_opened_again(devices, clock) -> None:
     devices(gpus=[100.0])
     meter = open_meter("auto")
     meter.begin("generate")
+    clock.sleep(1.0)
     meter.cancel("generate")  # the work inside failed: the next item opens the same name
-    assert window(meter, 0.2, "generate").energy_j == pytest.approx(100.0 * 0.2, rel=0.2)
+    assert window(meter, clock, 0.25, "generate").energy_j == pytest.approx(100.0 * 0.25)
 
 
 def test_this_machines_real_devices_explain_themselves() -> None:
@@ -147,33 +158,35 @@ def test_this_machines_real_devices_explain_themselves() -> None:
         assert "GPU" in meter.unavailable_reason and "RAPL" in meter.unavailable_reason
 
 
-def test_a_window_shorter_than_the_counter_period_is_flagged(devices) -> None:
+def test_a_window_shorter_than_the_counter_period_is_flagged(devices, clock) -> None:
     devices(gpus=[100.0])
-    reading = window(open_meter("auto"), 0.01)
-    assert any("shorter than the GPU energy counter's update period" in w for w in reading.warnings)
+    meter = open_meter("auto")
+    assert window(meter, clock, 0.125).warnings == ()  # longer than the ~100 ms period: trusted
+    reading = window(meter, clock, 0.03125)
+    assert reading.warnings == (
+        "window of 31 ms is shorter than the GPU energy counter's update period (~100 ms): its energy is unreliable",
+    )
 
 
-def test_a_counter_stuck_at_one_value_reads_zero_and_is_flagged(devices) -> None:
+def test_a_counter_stuck_at_one_value_reads_zero_and_is_flagged(devices, clock) -> None:
     gpus, _ = devices(gpus=[100.0, 100.0])
     gpus.physical[1].frozen_mj = 123_456
-    reading = window(open_meter("auto"), 0.2)
-    assert reading.gpu_energy_j[1] == 0.0
-    assert reading.warnings == (f"GPU 1: has an energy counter but read 0 J over {reading.duration_s:.3f} s",)
+    reading = window(open_meter("auto"), clock, 0.25)
+    assert reading.gpu_energy_j == {0: pytest.approx(25.0), 1: 0.0}
+    assert reading.warnings == ("GPU 1: has an energy counter but read 0 J over 0.250 s",)
 
 
-def test_mean_power_above_the_power_limit_is_flagged(devices) -> None:
+def test_mean_power_above_the_power_limit_is_flagged(devices, clock) -> None:
     devices(gpus=[800.0], limit_w=700.0)
-    reading = window(open_meter("auto"), 0.3)
-    assert len(reading.warnings) == 1
-    assert reading.warnings[0].startswith("GPU 0: mean power 8")
-    assert reading.warnings[0].endswith("W is above its power limit of 700.0 W")
+    reading = window(open_meter("auto"), clock, 0.25)
+    assert reading.warnings == ("GPU 0: mean power 800.0 W is above its power limit of 700.0 W",)
 
 
-def test_a_counter_that_went_backwards_voids_the_energy(devices) -> None:
+def test_a_counter_that_went_backwards_voids_the_energy(devices, clock) -> None:
     gpus, _ = devices(gpus=[100.0])
     meter = open_meter("auto")
     meter.begin("w")
-    time.sleep(0.2)
+    clock.sleep(0.25)
     gpus.physical[0].trace.offset_j = -500.0
     reading = meter.end("w")
     assert reading.energy_j is None and reading.gpu_energy_j == {}  # a negative figure is no measurement
@@ -181,13 +194,13 @@ def test_a_counter_that_went_backwards_voids_the_energy(devices) -> None:
     assert any("went backwards" in w for w in reading.warnings)
 
 
-def test_idle_baseline_is_subtracted_from_a_window_at_higher_power(devices) -> None:
+def test_idle_baseline_is_subtracted_from_a_window_at_higher_power(devices, clock) -> None:
     gpus, _ = devices(gpus=[50.0])
     meter = open_meter("auto")
-    idle = measure_idle_power(meter, 0.5)
-    assert idle.watts == pytest.approx(50.0, rel=0.01)
+    idle = measure_idle_power(meter, 0.5, sleep=clock.sleep)
+    assert idle.watts == pytest.approx(50.0, rel=0.01) and idle.duration_s == 0.5
     gpus.physical[0].trace.watts = 200.0
-    reading = window(meter, 1.0)
+    reading = window(meter, clock, 1.0)
     fields = EnergyMetrics.of(reading, output_tokens=100, idle=idle)
     assert fields["energy_j"] == pytest.approx(200.0 * reading.duration_s, rel=0.01)
     assert fields["idle_power_w"] == idle.watts
@@ -197,27 +210,26 @@ def test_idle_baseline_is_subtracted_from_a_window_at_higher_power(devices) -> N
     assert fields["idle_power_origin"] == "measured before load"
 
 
-def test_idle_baselines_are_reused_until_their_time_to_live_runs_out(devices) -> None:
+def test_idle_baselines_are_reused_until_their_time_to_live_runs_out(devices, clock) -> None:
     gpus, _ = devices(gpus=[40.0])
-    now = [1000.0]
-    cache = IdleBaselines(ttl_s=600, clock=lambda: now[0])
+    cache = IdleBaselines(ttl_s=600, clock=clock, sleep=clock.sleep)
     meter = open_meter("auto")
-    first = cache.get(meter, 0.2)
+    first = cache.get(meter, 0.25)
     assert first.watts == pytest.approx(40.0, rel=0.02) and first.age_s == 0
     gpus.physical[0].trace.watts = 90.0
-    now[0] += 599
-    reused = cache.get(meter, 0.2)
+    clock.sleep(599 - 0.25)  # 599 s after the first measurement started
+    reused = cache.get(meter, 0.25)
     assert reused.watts == first.watts and reused.age_s == pytest.approx(599)
     assert reused.origin == "cached, measured 599 s earlier"
-    now[0] += 2
-    fresh = cache.get(meter, 0.2)
+    clock.sleep(2)
+    fresh = cache.get(meter, 0.25)
     assert fresh.watts == pytest.approx(90.0, rel=0.02) and fresh.age_s == 0
 
 
 def test_idle_baseline_with_nothing_to_measure_returns_at_once_with_the_reason() -> None:
-    started = time.perf_counter()
-    idle = IdleBaselines().get(NullMeter("no devices here"), 30.0)
-    assert time.perf_counter() - started < 1.0
+    slept: list[float] = []
+    idle = IdleBaselines(sleep=slept.append).get(NullMeter("no devices here"), 30.0)
+    assert slept == []  # no idle wait for a meter that can measure nothing
     assert idle.watts is None and idle.reason == "no devices here" and idle.origin == "unavailable"
 
 
