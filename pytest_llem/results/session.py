@@ -137,13 +137,28 @@ class SessionResults:
         return list(groups)
 
     def energy_sources(self) -> dict[str, int]:
-        """How many results each energy source measured; unmeasured ones under "not measured: <reason>"."""
-        counts: dict[str, int] = defaultdict(int)
+        """How many results each energy source measured; unmeasured ones under "not measured: <reason>". Sources that
+        differ only in their GPUs are one source naming them all: under pytest-xdist each worker measures its own."""
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        gpus: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)  # per source, every GPU it names
         for result in [*self.results, *self.failed_results]:
             m = result.metrics
             source = m.energy_source if m.energy_j is not None else None
-            counts[source or f"not measured: {m.energy_unavailable_reason}"] += 1
-        return dict(counts)
+            if source is None:
+                counts[(f"not measured: {m.energy_unavailable_reason}", "")] += 1
+                continue
+            named = _named_gpus(result, source)
+            listed = ", ".join(named.values())
+            if named and listed in source:
+                before, after = source.split(listed, 1)
+                counts[(before, after)] += 1
+                gpus[(before, after)].update(named)
+            else:  # not the usual wording: left as it is
+                counts[(source, "")] += 1
+        return {
+            before + ", ".join(name for _, name in sorted(gpus[(before, after)].items())) + after: count
+            for (before, after), count in counts.items()
+        }
 
     def measurement_warnings(self) -> list[tuple[ItemResult, str]]:
         """Every warning, of passed and failed items alike."""
@@ -157,3 +172,13 @@ class SessionResults:
                     result.environment.fingerprint + (result.environment.git_commit or ""), result.environment
                 )
         return list(unique.values())
+
+
+def _named_gpus(result: ItemResult, source: str) -> dict[int, str]:
+    """The GPUs of the result's environment that its energy source names, as it names them (``GPU 2 (NVIDIA H100)``,
+    the Zeus meter's wording), in the environment's order; empty when its environment does not say."""
+    environment = result.environment
+    if environment is None:
+        return {}
+    named = {g.index: f"GPU {g.index} ({g.name or 'unnamed'})" for g in environment.gpus}
+    return {index: text for index, text in named.items() if text in source}

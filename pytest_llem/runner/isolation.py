@@ -15,34 +15,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Collection
-from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
 from ..energy.baseline import IdleBaselines
 from ..errors import LlemError
 from ..results.schema import Metrics
 from .child import ChildJob, child_main
+from .forkserver import forkserver
 
-# Imported once in the forkserver (see preload.py for what and why), plus a backend's own when the session runs it.
-PRELOAD = ["pytest_llem.runner.child", "pytest_llem.runner.preload"]
-BACKEND_PRELOAD = {"vllm": "pytest_llem.runner.preload_vllm"}
 STDERR_TAIL_LINES = 15
-_context: ForkServerContext | None = None
 
 
 class ChildFailure(LlemError):
     """The child did not bring back a result: it timed out, was killed by a signal, exited, or raised."""
-
-
-def forkserver(backends: Collection[str] = ()) -> ForkServerContext:
-    """The session's forkserver, started on first use with the preloads of ``backends`` (the session's)."""
-    global _context
-    if _context is None:
-        context = multiprocessing.get_context("forkserver")
-        assert isinstance(context, ForkServerContext)
-        context.set_forkserver_preload(PRELOAD + [BACKEND_PRELOAD[b] for b in sorted(backends) if b in BACKEND_PRELOAD])
-        _context = context
-    return _context
 
 
 def _signal_name(number: int) -> str:
