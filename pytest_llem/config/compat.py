@@ -5,9 +5,10 @@ A combination outside these tables is an invalid config (a skipped config at col
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from .platform import Platform, cpu_flags, numa_nodes
+from .platform import Platform, cpu_flags, numa_nodes, visible_gpu_count
 
 # transformers runs every dtype everywhere (fp16 on CPU is slow but real).
 PYTORCH_PRECISIONS: dict[Platform, frozenset[str]] = {
@@ -50,12 +51,25 @@ VLLM_CPU_FP8_FLAGS = frozenset({"avx512f", "amx_tile"})
 
 def vllm_engine_problem(engine: dict[str, Any], platform: Platform) -> str | None:
     """Why vLLM cannot run these ``vllm.engine`` options on ``platform``, or None when it can."""
+    tensor = int(engine.get("tensor_parallel_size") or 1)
+    pipeline = int(engine.get("pipeline_parallel_size") or 1)
     if platform != "cpu":
+        gpus = visible_gpu_count()
+        if gpus is not None and tensor * pipeline > gpus:
+            return (
+                f"tensor_parallel_size {tensor} x pipeline_parallel_size {pipeline} needs {tensor * pipeline} GPUs; "
+                f"this process sees {gpus}"
+                + (
+                    " (under pytest-xdist: raise --llem-gpus-per-worker)"
+                    if os.environ.get("PYTEST_XDIST_WORKER")
+                    else ""
+                )
+            )
         return None
     kv_dtype = str(engine.get("kv_cache_dtype") or "")
     if kv_dtype.startswith("fp8") and not VLLM_CPU_FP8_FLAGS & cpu_flags():
         return f"kv_cache_dtype {kv_dtype}: vLLM needs AVX-512 or AMX for an FP8 KV cache on CPU"
-    workers = int(engine.get("tensor_parallel_size") or 1) * int(engine.get("pipeline_parallel_size") or 1)
+    workers = tensor * pipeline
     if workers > numa_nodes():
         return (
             f"{workers} CPU workers (tensor x pipeline parallel) need as many NUMA nodes; "

@@ -32,6 +32,23 @@ def detect_platform() -> Platform:
     return "cpu"
 
 
+def visible_gpu_count() -> int | None:
+    """How many GPUs this process may use, from ``CUDA_VISIBLE_DEVICES`` (or ``HIP_VISIBLE_DEVICES``) when set, else
+    from the NVIDIA driver's device files; None when nothing says. Read at collection, without torch: under pytest-xdist
+    each worker has narrowed these variables to its own GPUs before it collects."""
+    for variable in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+        visible = os.environ.get(variable)
+        if visible is not None:
+            return len([part for part in visible.split(",") if part.strip() not in ("", "-1")])
+    return _driver_gpu_count()
+
+
+@cache
+def _driver_gpu_count() -> int | None:
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    return sum(1 for _ in nvidia.iterdir()) if nvidia.is_dir() else None
+
+
 @cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo``), empty where unreadable."""
