@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_llem import CycleOrder, ExperimentConfig, apply_cycles, compute_study_design_hash
 from pytest_llem.study.grid import compute_config_hash, number_cycles
@@ -180,3 +183,45 @@ def test_number_cycles_interleaved_layout() -> None:
     a, b = experiments(2)
     numbered = number_cycles(apply_cycles([a, b], 3, CycleOrder.INTERLEAVED, "0" * 16))
     assert [(e.n, k) for e, k in numbered] == [(1, 1), (2, 1), (1, 2), (2, 2), (1, 3), (2, 3)]
+
+
+# ------------------------------------------------------------------------------------------------- canonical identity
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False), st.text(max_size=3)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 5),
+    temperature=st.one_of(st.integers(0, 2), st.floats(0, 2)),
+    batch=st.one_of(st.none(), st.integers(1, 4)),
+    backend=st.sampled_from(["pytorch", "vllm"]),
+    extra=st.dictionaries(st.text("ab", min_size=1, max_size=2), _VALUES, max_size=2),
+    gpus=st.one_of(st.none(), st.lists(st.integers(0, 3), max_size=2)),
+)
+def test_identity_json_is_the_sorted_dump_byte_for_byte(
+    n: int, temperature: float, batch: int | None, backend: str, extra: dict[str, Any], gpus: list[int] | None
+) -> None:
+    """The identity is assembled from cached per-section pieces; it must stay exactly the JSON that config hashes (and
+    so saved baselines) were always computed over."""
+    section: dict[str, Any] = (
+        {"pytorch": {"batch_size": batch}} if backend == "pytorch" else {"vllm": {"engine": extra}}
+    )
+    experiment = ExperimentConfig.model_validate(
+        {
+            "model": "m",
+            "backend": backend,
+            "precision": "fp32",
+            "n": n,
+            "decoder": {"temperature": temperature},
+            "energy": {"gpu_indices": gpus},
+            "passthrough_kwargs": {f"x{k}": v for k, v in extra.items()} or None,
+            **section,
+        },
+        context={"platform": "cuda"},
+    )
+    reference = json.dumps(experiment.model_dump(mode="json", exclude={"id"}), sort_keys=True)
+    assert experiment.identity_json == reference
+    assert experiment.identity() == experiment.model_dump(mode="json", exclude={"id"})
