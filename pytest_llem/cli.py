@@ -3,10 +3,13 @@
     llem report [RUN] [--plots DIR]                 the table of a run
     llem compare BASELINE [RUN] [--fail METRIC:PCT] [--alpha A] [--any-hardware]
     llem merge RUN... -o OUT                        shards (or runs of different studies) into one run folder
+    llem doctor [--timeout SECONDS]                 what this machine can measure, and how to get the rest
 
 RUN is a run folder, a run id under ./.llem/runs, or a folder of runs (its latest run); it defaults to ./.llem.
-Exit codes: 0 done, 1 a regression (compare), 2 a usage error or a refusal, said in one line on stderr.
-Only light modules are imported: scipy comes in when compare tests, matplotlib when plots are asked for.
+Exit codes: 0 done, 1 a regression (compare) or nothing to measure (doctor), 2 a usage error or a refusal, said in
+one line on stderr.
+Only light modules are imported: scipy comes in when compare tests, matplotlib when plots are asked for, Zeus when
+doctor looks at the devices (torch and vLLM only in doctor's own child processes).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .energy.doctor import DEFAULT_IMPORT_TIMEOUT_S, diagnose  # light: Zeus is imported when doctor runs
 from .errors import LlemError
 from .report.table import render_session
 from .results import baselines, gate
@@ -28,6 +32,7 @@ from .study.ids import safe_name
 
 RESULTS_DIR = Path(DEFAULT_RESULTS_DIR)  # the plugin's default, relative to where llem runs (usually the rootdir)
 REGRESSED, USAGE = 1, 2
+NOTHING_TO_MEASURE = 1  # doctor
 
 
 class HardwareMismatch(LlemError):
@@ -63,7 +68,8 @@ def _die_quietly_on_closed_pipe() -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llem",
-        description="Read, compare and merge pytest-llem run folders (.llem/runs/<run-id>/).",
+        description="Read, compare and merge pytest-llem run folders (.llem/runs/<run-id>/); "
+        "say what this machine can measure (doctor).",
     )
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
     run_help = "run folder, run id or folder of runs (latest run); default: .llem"
@@ -93,7 +99,30 @@ def _parser() -> argparse.ArgumentParser:
     merger.add_argument("runs", nargs="+", metavar="RUN", help="run folders to merge")
     merger.add_argument("-o", "--out", required=True, type=Path, metavar="OUT", help="new (or empty) run folder")
     merger.set_defaults(command=_merge)
+
+    doctor = commands.add_parser(
+        "doctor", help="what this machine can measure, and how to get the rest; exit 1 when nothing"
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_IMPORT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="longest wait for torch and vLLM to import, each in a child process "
+        f"(default {DEFAULT_IMPORT_TIMEOUT_S:g}; 0 skips them)",
+    )
+    doctor.set_defaults(command=_doctor)
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
 
 
 def _probability(text: str) -> float:
@@ -212,6 +241,15 @@ def _merge(args: argparse.Namespace) -> int:
     if missing:
         print(f"missing shard(s) {', '.join(missing)}: their experiments are not in the merged run", file=sys.stderr)
     return 0
+
+
+# -- doctor -----------------------------------------------------------------------------------------------------------
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    report = diagnose(args.timeout or None)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else NOTHING_TO_MEASURE
 
 
 if __name__ == "__main__":

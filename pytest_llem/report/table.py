@@ -49,6 +49,8 @@ COLUMNS: list[tuple[str, Callable[[ExperimentSummary], str]]] = [
 
 Column = tuple[str, Callable[[ExperimentSummary], str]]
 
+DOCTOR_HINT = "energy: run `llem doctor` to see what this machine can measure, and how to get the rest"
+
 
 def verdict_columns(study: str, session: SessionResults) -> list[Column]:
     """When comparing: the change and the verdict of every gated metric ("-": the gate did not judge this row)."""
@@ -101,6 +103,8 @@ def render_fixture_group(study: str, session: SessionResults) -> list[str]:
 def render_footer(session: SessionResults) -> list[str]:
     """Which energy source measured the results (or why none could), their warnings and the environment."""
     lines = [f"energy: {source} ({count} results)" for source, count in session.energy_sources().items()]
+    if session.measured_no_energy():
+        lines.append(DOCTOR_HINT)
     warnings = session.measurement_warnings()
     if warnings:
         lines.append(f"measurement warnings ({len(warnings)}; --llem-strict fails such items):")

@@ -160,6 +160,11 @@ class SessionResults:
             for (before, after), count in counts.items()
         }
 
+    def measured_no_energy(self) -> bool:
+        """Results exist and not one measured energy (the footer then points at ``llem doctor``)."""
+        results = [*self.results, *self.failed_results]
+        return bool(results) and all(result.metrics.energy_j is None for result in results)
+
     def measurement_warnings(self) -> list[tuple[ItemResult, str]]:
         """Every warning, of passed and failed items alike."""
         return [(r, w) for r in [*self.results, *self.failed_results] for w in r.metrics.measurement_warnings]
