@@ -75,6 +75,11 @@ class MeasurementSession:
         metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds, self.backends | {config.backend})
         return metrics
 
+    def close(self) -> None:
+        """End of the session: the meters opened in this process (the fixture's, isolation none) stop their RAPL
+        wrap counting."""
+        self.meters.close()
+
     def environment(self) -> Environment:
         """The fingerprint of this process's machine and project, captured once per session."""
         if self._environment is None:

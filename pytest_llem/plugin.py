@@ -296,6 +296,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     runs.finish(config, config.stash[session_key], config.stash[measurement_key])
     outputs.write_reports(config, config.stash[session_key], config.stash[store_key])
+    config.stash[measurement_key].close()
     sharding.finish(session)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,13 +132,9 @@ class VLLMBackend:
     # --- load ---
     def load(self, config: ExperimentConfig, model: ResolvedModel) -> None:
         self._check_head_size(model.location)
+        # An isolated child has vLLM's import-time environment back before any work (runner/child.py).
         from vllm import LLM, SamplingParams
         from vllm.sampling_params import BeamSearchParams
-
-        from ..runner.preload_vllm import IMPORT_ENVIRON
-
-        for name, value in IMPORT_ENVIRON.items():  # as if vLLM had been imported in this process, not a forkserver
-            os.environ.setdefault(name, value)
 
         self.config = config
         try:

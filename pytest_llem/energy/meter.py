@@ -78,6 +78,9 @@ class Meter(Protocol):
     def cancel(self, name: str) -> None:
         """Forget an open window (the work inside it failed)."""
 
+    def close(self) -> None:
+        """Stop whatever the meter runs in the background (before its process exits); no window after this."""
+
 
 class NullMeter:
     """No energy source: windows are still timed, every energy figure is None with ``reason``."""
@@ -110,6 +113,9 @@ class NullMeter:
 
     def cancel(self, name: str) -> None:
         self._open.pop(name, None)
+
+    def close(self) -> None:
+        self._open.clear()
 
 
 def resolve_choice(command_line: str | None, study: str | None, ini: str | None) -> MeterChoice:

@@ -22,6 +22,12 @@ class MeterPool:
             self._meters[key] = open_meter(choice, gpu_indices)
         return self._meters[key]
 
+    def close(self) -> None:
+        """Close every meter opened (at the session's end); a later ``get`` opens afresh."""
+        meters, self._meters = list(self._meters.values()), {}
+        for meter in meters:
+            meter.close()
+
 
 def open_meter(choice: MeterChoice, gpu_indices: Sequence[int] | None = None) -> Meter:
     """``none`` → NullMeter; ``auto`` → Zeus with whatever it finds (NullMeter with the reason if nothing);
@@ -37,6 +43,7 @@ def open_meter(choice: MeterChoice, gpu_indices: Sequence[int] | None = None) ->
         return NullMeter(reason)
     meter = ZeusMeter.open(gpu_indices)
     if meter.unavailable_reason is not None:
+        meter.close()
         if choice == "zeus":
             raise EnergyUnavailableError(
                 f"meter 'zeus' was asked for, but nothing can be measured here: {meter.unavailable_reason}"

@@ -21,6 +21,7 @@ from zeus.monitor import ZeusMonitor
 
 from ..errors import EnergyUnavailableError
 from .meter import CPU_SHARED_ENV, GpuDevice, Reading
+from .rapl import start_counting, stop_counting
 from .validity import check_window
 
 # How Zeus reaches each kind of GPU, for the energy_source line.
@@ -104,6 +105,7 @@ class ZeusMeter:
         self._reason = reason
         self._started: dict[str, float] = {}
         self.cpu_unavailable_reason: str | None = None  # why RAPL is not part of the readings
+        self._counting_wraps = False  # whether this meter holds the RAPL wraparound counting (energy/rapl.py)
 
     @classmethod
     def open(cls, gpu_indices: Sequence[int] | None = None) -> ZeusMeter:
@@ -135,13 +137,24 @@ class ZeusMeter:
         if cpus is not None:
             dram = any(cpus.supports_get_dram_energy_consumption(i) for i in range(len(cpus)))
             parts.append(f"CPU package{'s' if len(cpus) > 1 else ''}{' + DRAM' if dram else ''} via RAPL")
+        # Before the monitor and outside every window: a wrap is counted from the first read Zeus makes.
+        counting = cpus is not None and start_counting(cpus)
         try:
             monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
         except (ZeusBaseGPUError, ZeusBaseCPUError, ValueError, ImportError, RuntimeError) as exc:
+            if counting:
+                stop_counting()
             return cls(None, (), None, f"Zeus could not start measuring ({type(exc).__name__}: {exc})")
         meter = cls(monitor, devices, "zeus: " + "; ".join(parts), None)
         meter.cpu_unavailable_reason = cpu_problem  # None when RAPL is measured
+        meter._counting_wraps = counting
         return meter
+
+    def close(self) -> None:
+        """Stop what the meter started in this process (the RAPL wraparound thread); its windows end with it."""
+        if self._counting_wraps:
+            self._counting_wraps = False
+            stop_counting()
 
     @property
     def source(self) -> str | None:
@@ -156,12 +169,20 @@ class ZeusMeter:
         return self._gpus
 
     def _sync(self) -> None:
-        """Wait for this process's queued GPU work, on its current device only: Zeus's own sync would touch every
-        measured GPU and create a CUDA context (and a higher power state) on GPUs the process never used. Nothing to
-        wait for, and nothing done, when the process has not started CUDA."""
+        """Wait for this process's queued GPU work on every GPU it has a CUDA context on (the ones the item uses).
+        Only where CUDA is already initialised, asked without ``is_available()``: that call initialises the driver
+        (unless PYTORCH_NVML_BASED_CUDA_CHECK=1), and a process that did so before its backend loads cannot fork
+        vLLM's engine. Not Zeus's sync either: it would create a context (and a higher power state) on every GPU."""
         torch = sys.modules.get("torch")
-        if self._gpus and torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
+        if torch is None or not torch.cuda.is_initialized():
+            return  # no CUDA work was ever queued here
+        has_context = getattr(torch._C, "_cuda_hasPrimaryContext", None)  # asks without creating one
+        if has_context is None:
+            torch.cuda.synchronize()  # this torch cannot tell: the current device only
+            return
+        for index in range(torch.cuda.device_count()):
+            if has_context(index):
+                torch.cuda.synchronize(index)
 
     def _require_monitor(self) -> ZeusMonitor:
         if self._monitor is None:

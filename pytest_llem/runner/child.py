@@ -7,6 +7,7 @@ with torch and transformers already loaded, and anything it does to CUDA, memory
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -58,15 +59,18 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
     os.environ.clear()  # the forkserver's environment is from when it started; the item's is now
     os.environ.update(job.environ)
     outcome: dict[str, Any]
+    meter = None
     try:
         from ..backends import load
         from ..energy.opening import open_meter
         from .execute import run_experiment
 
+        factory = load(job.backend_path)  # an import only: which engine decides the environment below
+        for name, value in _vllm_import_environ(factory).items():
+            os.environ.setdefault(name, value)
         for path in job.setup_paths:
             load(path)()
         meter = open_meter(job.meter_choice, job.config.energy.gpu_indices)  # type: ignore[arg-type]
-        factory = load(job.backend_path)
         metrics = run_experiment(
             job.config,
             study_dir=job.study_dir,
@@ -84,5 +88,23 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
     except BaseException as exc:  # anything else is still the item's failure, told in one line
         message = f"{type(exc).__name__}: {exc}"
         outcome = {"ok": False, "message": message, "where": last_frame(exc), "traceback": traceback.format_exc()}
+    if meter is not None:
+        try:
+            meter.close()  # its background work ends here, not in multiprocessing's exit (which joins, 30 s)
+        except Exception as exc:  # the result stands; the item's stderr says what went wrong
+            print(f"pytest-llem: closing the meter failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     conn.send(outcome)
     conn.close()
+
+
+def _vllm_import_environ(factory: Any) -> dict[str, str]:
+    """For a vLLM item, the variables importing vLLM set in the forkserver (``preload_vllm``), lost when the
+    environment was replaced: vLLM relies on them from the start (PYTORCH_NVML_BASED_CUDA_CHECK=1 keeps torch's CUDA
+    checks from initialising CUDA before it forks its engine). Nothing for other items, or a server without vLLM."""
+    preload = sys.modules.get("pytest_llem.runner.preload_vllm")
+    if preload is None:
+        return {}
+    from ..backends.vllm import VLLMBackend
+
+    is_vllm = isinstance(factory, type) and issubclass(factory, VLLMBackend)
+    return dict(preload.IMPORT_ENVIRON) if is_vllm else {}

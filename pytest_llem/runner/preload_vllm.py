@@ -13,7 +13,7 @@ _before = dict(os.environ)
 for _name in MODULES:
     with contextlib.suppress(Exception):  # an absent or broken vllm is the item's problem, reported there
         importlib.import_module(_name)
-# Importing vLLM sets environment variables (OpenMP, inductor). An isolated child's environment is replaced by its
-# item's (child.py), so the vllm backend sets these again: a vLLM item sees what importing vLLM itself would give it,
-# and a pytorch item forked from the same server sees none of them.
+# Importing vLLM sets environment variables (CUDA checks through NVML, OpenMP, inductor). An isolated child's
+# environment is replaced by its item's, and child.py sets these again for a vLLM item before any work: it sees what
+# importing vLLM itself would give it, and a pytorch item forked from the same server sees none of them.
 IMPORT_ENVIRON = {name: value for name, value in os.environ.items() if _before.get(name) != value}
