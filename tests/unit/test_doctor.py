@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_llem.backends.probe import probe_imports
 from pytest_llem.cli import main as llem
-from pytest_llem.energy.doctor import check_devices, check_gpus, describe_visibility, probe_imports
+from pytest_llem.energy.doctor import check_devices, check_gpus, describe_visibility
 from tests.zeus_fakes import FakeGPU, FakeGPUs
 
 ZEUSD = ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT")
