@@ -83,7 +83,7 @@ class LlemEnergy:
     def measure(self, name: str) -> Iterator[EnergyWindow]:
         if name in self._open:
             raise ValueError(f"llem_energy: window {name!r} is already open; nested windows need distinct names")
-        meter = self._session.meter_for()
+        meter = self._session.fixture_meter()
         key = f"{self._study}::{self._test_name}::{name}"
         window = EnergyWindow(name)
         meter.begin(key)

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config.models import EnergyConfig, ExecutionConfig, ExperimentConfig
+from .backends.placement import gpu_scope
+from .config.models import ExecutionConfig, ExperimentConfig
 from .energy.baseline import IdleBaselines
-from .energy.meter import GpuDevice, Meter, resolve_choice
+from .energy.meter import EVERY_GPU, GpuDevice, Meter, resolve_choice
 from .energy.opening import MeterPool
 from .errors import MeasurementWarningError
 from .results.environment import Environment, capture_environment
@@ -36,10 +37,9 @@ class MeasurementSession:
     backends: set[str] = field(default_factory=set)  # of the collected items: what the forkserver preloads
     _environment: Environment | None = None
 
-    def meter_for(self, energy: EnergyConfig | None = None) -> Meter:
-        """The meter an experiment's ``energy:`` block (or, for the fixture, the session's options) asks for."""
-        choice = resolve_choice(self.command_line_meter, energy.meter if energy else None, self.ini_meter)
-        return self.meters.get(choice, energy.gpu_indices if energy else None)
+    def fixture_meter(self) -> Meter:
+        """The ``llem_energy`` fixture's meter: the session's choice, every visible GPU (a plain test may use any)."""
+        return self.meters.get(resolve_choice(self.command_line_meter, None, self.ini_meter), EVERY_GPU)
 
     def run(
         self, config: ExperimentConfig, execution: ExecutionConfig, *, study_dir: Path, cache_dir: Path | None
@@ -54,7 +54,7 @@ class MeasurementSession:
                     f"timeout_seconds={execution.timeout_seconds:g} is ignored with isolation: none (it needs process)",
                     stacklevel=2,
                 )
-            meter = self.meters.get(choice, config.energy.gpu_indices)
+            meter = self.meters.get(choice, gpu_scope(config))
             return run_experiment(
                 config, study_dir=study_dir, cache_dir=cache_dir, meter=meter, idle_baselines=self.idle_baselines
             )

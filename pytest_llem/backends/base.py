@@ -27,8 +27,9 @@ class GenerationResult:
 
 @dataclass
 class PeakMemory:
-    mb: float | None
+    mb: float | None  # on GPUs: the sum over the devices used
     source: str  # how it was measured, or why it could not be
+    per_device_mb: dict[int, float] = field(default_factory=dict)  # GPUs by CUDA index; empty on CPUs
 
 
 class Backend(Protocol):

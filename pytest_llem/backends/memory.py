@@ -6,6 +6,7 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
+from ..energy import cuda as cuda_devices
 from .base import PeakMemory
 
 
@@ -44,17 +45,15 @@ def descendants(pid: int | str = "self") -> list[int]:
 
 
 class PeakTracker:
-    """A window's peak memory: the CUDA allocator's high-water mark on GPUs, the resident set on CPUs — of this
-    process, or (``tree``) of this process and every process it started (an engine's own processes)."""
+    """A window's peak memory: the CUDA allocator's high-water mark on every GPU used, the resident set on CPUs — of
+    this process, or (``tree``) of this process and every process it started (an engine's own processes)."""
 
     def __init__(self) -> None:
         self._rss_resettable = False
 
     def reset(self, cuda: bool, tree: bool = False) -> None:
         if cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
+            cuda_devices.reset_peak_memory()
         else:
             pids: list[int | str] = ["self", *(descendants() if tree else [])]
             self._rss_resettable = all([reset_peak_rss(pid) for pid in pids])
@@ -62,9 +61,12 @@ class PeakTracker:
     def read(self, cuda: bool, note: str = "", tree: bool = False) -> PeakMemory:
         """The peak since ``reset``; ``note`` says what the figure includes beyond the obvious."""
         if cuda:
-            import torch
-
-            return PeakMemory(torch.cuda.max_memory_allocated() / 2**20, "torch.cuda.max_memory_allocated" + note)
+            per_device = cuda_devices.peak_memory_mb()
+            if not per_device:
+                return PeakMemory(None, "no CUDA device was used by this process")
+            devices = ", ".join(f"cuda:{index}" for index in per_device)
+            source = f"torch.cuda.max_memory_allocated, summed over {devices}{note}"
+            return PeakMemory(sum(per_device.values()), source, per_device)
         if tree:
             pids: list[int | str] = ["self", *descendants()]
             what = f"sum over the item's {len(pids)} processes of each one's peak RSS (shared pages count in each)"

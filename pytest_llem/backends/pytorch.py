@@ -12,6 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ..config.models import ExperimentConfig, PyTorchConfig
+from ..energy import cuda as cuda_devices
 from ..workload.models import ResolvedModel
 from .base import GenerationResult, PeakMemory
 from .memory import PeakTracker
@@ -170,10 +171,7 @@ class PyTorchBackend:
 
     # --- the window ---
     def synchronize(self) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
+        cuda_devices.synchronize()  # every GPU the model is placed on (device_map may spread it)
 
     def reset_peak_memory(self) -> None:
         self._peak.reset(self.device == "cuda")

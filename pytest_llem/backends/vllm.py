@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config.models import ExperimentConfig, VLLMConfig
 from ..config.platform import Platform, detect_platform
+from ..energy import cuda as cuda_devices
 from ..errors import LlemError
 from ..workload.models import ResolvedModel
 from .base import GenerationResult, PeakMemory
@@ -178,9 +179,7 @@ class VLLMBackend:
         # With the model in vLLM's own processes, generate returns when their results are here: nothing to wait for,
         # and touching CUDA in this process would only create a context on a GPU.
         if self.platform == "cuda" and self._model_here():
-            import torch
-
-            torch.cuda.synchronize()
+            cuda_devices.synchronize()
 
     def _model_here(self) -> bool:
         """Whether the model runs in this process: engine core in-process and vLLM's single-process executor."""

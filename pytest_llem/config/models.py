@@ -25,6 +25,7 @@ from pydantic import (
     JsonValue,
     StrictFloat,
     StrictInt,
+    TypeAdapter,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -120,12 +121,28 @@ class BaselineConfig(_Strict):
     duration_seconds: StrictFloat = Field(30.0, ge=5.0, le=120.0)
 
 
+_GPU_INDEX_LIST: TypeAdapter[list[int]] = TypeAdapter(list[Annotated[StrictInt, Field(ge=0)]])
+
+
 class EnergyConfig(_Strict):
     """``meter``: None leaves the choice to ``--llem-meter`` / the ``llem_meter`` ini key (default auto).
-    ``gpu_indices``: CUDA numbering as this process sees it (after ``CUDA_VISIBLE_DEVICES``); None = all visible."""
+    ``gpu_indices``: the GPUs measured, CUDA numbering as this process sees it (after ``CUDA_VISIBLE_DEVICES``), or
+    ``all`` visible; None = the GPUs the engine uses (backends/placement.py)."""
 
     meter: Literal["auto", "zeus", "none"] | None = None
-    gpu_indices: list[Annotated[StrictInt, Field(ge=0)]] | None = None
+    gpu_indices: list[Annotated[StrictInt, Field(ge=0)]] | Literal["all"] | None = None
+
+    @field_validator("gpu_indices", mode="wrap")
+    @classmethod
+    def _all_or_indices(cls, value: Any, handler: Any) -> Any:
+        """One error naming what is allowed, not one per member of the union."""
+        if value is None or value == "all":
+            return value
+        if isinstance(value, str):
+            raise PydanticCustomError(
+                "gpu_indices", "must be a list of GPU indices (CUDA numbering) or all, not '{value}'", {"value": value}
+            )
+        return _GPU_INDEX_LIST.validate_python(value)
 
 
 class DatasetConfig(_Strict):

@@ -268,7 +268,8 @@ class DeviceReport:
         parts = []
         if self.gpus.gpus:
             named = ", ".join(f"GPU {gpu.physical_index} ({gpu.name or 'unnamed'})" for gpu in self.gpus.gpus)
-            parts.append(f"{named} via {self.gpus.interface} (at most: energy.gpu_indices narrows them)")
+            scope = "of these, each item measures the GPUs its engine uses, or energy.gpu_indices"
+            parts.append(f"{named} via {self.gpus.interface} ({scope})")
         if self.rapl.measured is not None:
             parts.append(f"{self.rapl.measured} via RAPL ({CPU_SHARE_NOTE})")
         if not parts:

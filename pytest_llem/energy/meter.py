@@ -30,6 +30,27 @@ class GpuDevice:
 
 
 @dataclass(frozen=True)
+class GpuScope:
+    """Which GPUs a meter measures, and why: ``indices`` in CUDA numbering (after ``CUDA_VISIBLE_DEVICES``), None for
+    every visible GPU. ``chosen``: the study named them (``energy.gpu_indices``), so one that is not visible is an
+    error; an engine's own GPUs that are not visible are left out."""
+
+    indices: tuple[int, ...] | None = None
+    why: str = "every visible GPU"
+    chosen: bool = False
+
+    @classmethod
+    def of_study(cls, gpu_indices: Sequence[int] | str) -> GpuScope:
+        """``energy.gpu_indices`` as written: ``all`` or a list."""
+        if isinstance(gpu_indices, str):
+            return cls(None, f"energy.gpu_indices: {gpu_indices}", chosen=True)
+        return cls(tuple(gpu_indices), f"energy.gpu_indices: {list(gpu_indices)}", chosen=True)
+
+
+EVERY_GPU = GpuScope()
+
+
+@dataclass(frozen=True)
 class Reading:
     """What one window measured. Energies in joules; a device that was not measured is absent, not 0."""
 

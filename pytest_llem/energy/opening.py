@@ -4,22 +4,20 @@ set of device handles."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ..errors import EnergyUnavailableError
-from .meter import Meter, MeterChoice, NullMeter
+from .meter import EVERY_GPU, GpuScope, Meter, MeterChoice, NullMeter
 
 
 class MeterPool:
-    """The meters of one session, opened on first use: one per (choice, GPU selection)."""
+    """The meters of one session, opened on first use: one per (choice, GPU scope)."""
 
     def __init__(self) -> None:
-        self._meters: dict[tuple[MeterChoice, tuple[int, ...] | None], Meter] = {}
+        self._meters: dict[tuple[MeterChoice, GpuScope], Meter] = {}
 
-    def get(self, choice: MeterChoice, gpu_indices: Sequence[int] | None = None) -> Meter:
-        key = (choice, tuple(gpu_indices) if gpu_indices is not None else None)
+    def get(self, choice: MeterChoice, scope: GpuScope = EVERY_GPU) -> Meter:
+        key = (choice, scope)
         if key not in self._meters:
-            self._meters[key] = open_meter(choice, gpu_indices)
+            self._meters[key] = open_meter(choice, scope)
         return self._meters[key]
 
     def close(self) -> None:
@@ -29,7 +27,7 @@ class MeterPool:
             meter.close()
 
 
-def open_meter(choice: MeterChoice, gpu_indices: Sequence[int] | None = None) -> Meter:
+def open_meter(choice: MeterChoice, scope: GpuScope = EVERY_GPU) -> Meter:
     """``none`` → NullMeter; ``auto`` → Zeus with whatever it finds (NullMeter with the reason if nothing);
     ``zeus`` → Zeus, or EnergyUnavailableError when it finds nothing to measure."""
     if choice == "none":
@@ -41,7 +39,7 @@ def open_meter(choice: MeterChoice, gpu_indices: Sequence[int] | None = None) ->
         if choice == "zeus":
             raise EnergyUnavailableError(f"meter 'zeus' was asked for, but {reason}") from None
         return NullMeter(reason)
-    meter = ZeusMeter.open(gpu_indices)
+    meter = ZeusMeter.open(scope)
     if meter.unavailable_reason is not None:
         meter.close()
         if choice == "zeus":

@@ -5,11 +5,12 @@ Zeus finds the devices; this module only says which it found, why others are mis
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zeus.device import cpu as zeus_cpu
@@ -20,7 +21,8 @@ from zeus.device.gpu.common import ZeusGPUInitError
 from zeus.monitor import ZeusMonitor
 
 from ..errors import EnergyUnavailableError
-from .meter import CPU_SHARED_ENV, GpuDevice, Reading
+from . import cuda
+from .meter import CPU_SHARED_ENV, EVERY_GPU, GpuDevice, GpuScope, Reading
 from .rapl import start_counting, stop_counting
 from .validity import check_window
 
@@ -29,20 +31,58 @@ GPU_INTERFACES = {"NVIDIAGPUs": "NVML", "AMDGPUs": "AMD SMI"}
 WINDOW_PREFIX = "pytest-llem:"
 
 
-def _find_gpus() -> tuple[Any | None, str | None]:
-    """Zeus's GPU manager, or None and why there is none."""
+@dataclass(frozen=True)
+class _FoundGpus:
+    gpus: Any | None  # Zeus's GPU manager
+    problem: str | None = None  # why there is none
+    unopened: bool = False  # there are GPUs, but Zeus could not open them: the GPU part of a reading is missing
+
+
+def _find_gpus() -> _FoundGpus:
+    """Zeus's GPU manager, or why there is none."""
+    named = _named_by_id()
     try:
         gpus = zeus_gpu.get_gpus()
     except ZeusGPUInitError as exc:
         if "NVML and AMDSMI unavailable" in str(exc):
-            return None, "no NVIDIA/AMD GPU (neither NVML nor AMD SMI is available)"
-        return None, f"no usable NVIDIA/AMD GPU ({exc})"
+            return _FoundGpus(None, "no NVIDIA/AMD GPU (neither NVML nor AMD SMI is available)")
+        return _FoundGpus(None, named or f"no usable NVIDIA/AMD GPU ({exc})", unopened=True)
     except (ZeusBaseGPUError, ValueError, ImportError) as exc:
-        # e.g. CUDA_VISIBLE_DEVICES=-1 or GPU-<uuid>, a driver/library mismatch, a foreign pynvml package
-        return None, f"Zeus could not open the GPUs ({type(exc).__name__}: {exc})"
+        # e.g. a GPU-<uuid> in CUDA_VISIBLE_DEVICES, a driver/library mismatch, a foreign pynvml package
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() == "-1"
+        problem = named or f"Zeus could not open the GPUs ({type(exc).__name__}: {exc})"
+        return _FoundGpus(None, problem, unopened=not hidden)
     if len(gpus) == 0:
-        return None, "no GPU visible to this process"
-    return gpus, None
+        return _FoundGpus(None, "no GPU visible to this process")
+    return _FoundGpus(gpus)
+
+
+def _named_by_id() -> str | None:
+    """Why Zeus cannot read GPUs that CUDA_VISIBLE_DEVICES names by UUID or MIG id (it reads indices only)."""
+    entries = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    if any(e.startswith("MIG-") for e in entries):
+        return "CUDA_VISIBLE_DEVICES names MIG slices, whose energy NVML does not report; GPU energy is not measured"
+    if any(e.startswith("GPU-") for e in entries):
+        return (
+            "CUDA_VISIBLE_DEVICES names GPUs by UUID, which Zeus cannot map to devices; name them by index "
+            "(CUDA_VISIBLE_DEVICES=0,1) to measure their energy"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _without_gpus() -> Iterator[None]:
+    """The monitor opens the GPUs again and would fail as ``_find_gpus`` did, taking the CPUs with them; with
+    CUDA_VISIBLE_DEVICES empty for that moment Zeus takes it as "no GPU" and the CPUs are still measured."""
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def _find_cpus() -> tuple[Any | None, str | None]:
@@ -90,8 +130,8 @@ def _describe(gpus: Any) -> list[GpuDevice]:
 
 def visible_gpus() -> tuple[list[GpuDevice], str | None]:
     """Every GPU this process sees (whatever a meter measures), for the environment fingerprint; or why none."""
-    gpus, problem = _find_gpus()
-    return (_describe(gpus), None) if gpus is not None else ([], problem)
+    found = _find_gpus()
+    return (_describe(found.gpus), None) if found.gpus is not None else ([], found.problem)
 
 
 class ZeusMeter:
@@ -105,17 +145,19 @@ class ZeusMeter:
         self._reason = reason
         self._started: dict[str, float] = {}
         self.cpu_unavailable_reason: str | None = None  # why RAPL is not part of the readings
+        self.gpu_unavailable_reason: str | None = None  # why GPUs this process has are not part of them
         self._counting_wraps = False  # whether this meter holds the RAPL wraparound counting (energy/rapl.py)
 
     @classmethod
-    def open(cls, gpu_indices: Sequence[int] | None = None) -> ZeusMeter:
-        """Find the devices; ``gpu_indices`` (CUDA numbering, after ``CUDA_VISIBLE_DEVICES``) narrows the GPUs."""
-        gpus, gpu_problem = _find_gpus()
+    def open(cls, scope: GpuScope = EVERY_GPU) -> ZeusMeter:
+        """Find the devices and measure the GPUs of ``scope`` (and the CPUs when RAPL is readable)."""
+        found = _find_gpus()
+        gpus, gpu_problem = found.gpus, found.problem
         cpus, cpu_problem = _find_cpus()
         visible = len(gpus) if gpus is not None else 0
-        selected = list(range(visible)) if gpu_indices is None else list(gpu_indices)
-        missing = [i for i in selected if not 0 <= i < visible]
-        if missing:
+        selected = list(range(visible)) if scope.indices is None else [i for i in scope.indices if i < visible]
+        missing = sorted(set(scope.indices or ()) - set(selected))
+        if missing and scope.chosen:
             asked = f"energy.gpu_indices asks for GPU {', '.join(map(str, missing))}"
             if visible:
                 raise EnergyUnavailableError(
@@ -125,28 +167,30 @@ class ZeusMeter:
         visible_devices = _describe(gpus) if gpus is not None else []
         devices = [visible_devices[i] for i in selected]
         if not devices and cpus is None:
-            reason = " and ".join(
-                p for p in (gpu_problem or "no GPU selected (energy.gpu_indices: [])", cpu_problem) if p
-            )
+            reason = " and ".join(p for p in (gpu_problem or f"no GPU selected ({scope.why})", cpu_problem) if p)
             return cls(None, (), None, reason)
         parts = []
         if devices:
             interface = GPU_INTERFACES.get(type(gpus).__name__, type(gpus).__name__)
             named = ", ".join(f"GPU {d.physical_index} ({d.name or 'unnamed'})" for d in devices)
-            parts.append(f"{named} via {interface}")
+            others = visible - len(devices)
+            left_out = f"; {others} other visible GPU{'s' if others > 1 else ''} not measured" if others else ""
+            parts.append(f"{named} via {interface} ({scope.why}{left_out})")
         if cpus is not None:
             dram = any(cpus.supports_get_dram_energy_consumption(i) for i in range(len(cpus)))
             parts.append(f"CPU package{'s' if len(cpus) > 1 else ''}{' + DRAM' if dram else ''} via RAPL")
         # Before the monitor and outside every window: a wrap is counted from the first read Zeus makes.
         counting = cpus is not None and start_counting(cpus)
         try:
-            monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
+            with _without_gpus() if found.unopened else contextlib.nullcontext():
+                monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
         except (ZeusBaseGPUError, ZeusBaseCPUError, ValueError, ImportError, RuntimeError) as exc:
             if counting:
                 stop_counting()
             return cls(None, (), None, f"Zeus could not start measuring ({type(exc).__name__}: {exc})")
         meter = cls(monitor, devices, "zeus: " + "; ".join(parts), None)
         meter.cpu_unavailable_reason = cpu_problem  # None when RAPL is measured
+        meter.gpu_unavailable_reason = gpu_problem if found.unopened else None
         meter._counting_wraps = counting
         return meter
 
@@ -169,20 +213,10 @@ class ZeusMeter:
         return self._gpus
 
     def _sync(self) -> None:
-        """Wait for this process's queued GPU work on every GPU it has a CUDA context on (the ones the item uses).
-        Only where CUDA is already initialised, asked without ``is_available()``: that call initialises the driver
-        (unless PYTORCH_NVML_BASED_CUDA_CHECK=1), and a process that did so before its backend loads cannot fork
-        vLLM's engine. Not Zeus's sync either: it would create a context (and a higher power state) on every GPU."""
-        torch = sys.modules.get("torch")
-        if torch is None or not torch.cuda.is_initialized():
-            return  # no CUDA work was ever queued here
-        has_context = getattr(torch._C, "_cuda_hasPrimaryContext", None)  # asks without creating one
-        if has_context is None:
-            torch.cuda.synchronize()  # this torch cannot tell: the current device only
-            return
-        for index in range(torch.cuda.device_count()):
-            if has_context(index):
-                torch.cuda.synchronize(index)
+        """Wait for this process's queued GPU work on every GPU it has a CUDA context on (the ones the item uses),
+        only where CUDA is already initialised (energy/cuda.py). Not Zeus's sync: it would create a context (and a
+        higher power state) on every GPU."""
+        cuda.synchronize()
 
     def _require_monitor(self) -> ZeusMonitor:
         if self._monitor is None:
@@ -221,10 +255,16 @@ class ZeusMeter:
             source=self._source,
             unavailable_reason=reason,
             warnings=verdict.warnings,
-            unavailable=dict.fromkeys(("cpu_energy_j", "dram_energy_j"), self.cpu_unavailable_reason)
-            if self.cpu_unavailable_reason
-            else {},  # RAPL reads DRAM beside the packages: neither is measured when it is not read
+            unavailable=self._parts_unavailable(),
         )
+
+    def _parts_unavailable(self) -> dict[str, str]:
+        parts: dict[str, str] = {}
+        if self.cpu_unavailable_reason:  # RAPL reads DRAM beside the packages: neither is measured when it is not read
+            parts |= dict.fromkeys(("cpu_energy_j", "dram_energy_j"), self.cpu_unavailable_reason)
+        if self.gpu_unavailable_reason:
+            parts["gpu_energy_j"] = self.gpu_unavailable_reason
+        return parts
 
     def cancel(self, name: str) -> None:
         self._started.pop(name, None)

@@ -98,6 +98,9 @@ class Metrics(EnergyMetrics):
     itl_s: LatencyStats | None = None
     peak_memory_mb: float | None = None
     peak_memory_source: str | None = None
+    gpu_peak_memory_mb: dict[int, float] = Field(
+        default_factory=dict, description="per GPU the item used, by CUDA index; peak_memory_mb is their sum"
+    )
     flops_estimate: float | None = Field(None, description="2 × non-embedding parameters × (input + output tokens)")
     load_s: float | None = None
     warmup_s: float | None = None

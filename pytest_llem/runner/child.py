@@ -62,6 +62,7 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
     meter = None
     try:
         from ..backends import load
+        from ..backends.placement import gpu_scope
         from ..energy.opening import open_meter
         from .execute import run_experiment
 
@@ -70,7 +71,7 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
             os.environ.setdefault(name, value)
         for path in job.setup_paths:
             load(path)()
-        meter = open_meter(job.meter_choice, job.config.energy.gpu_indices)  # type: ignore[arg-type]
+        meter = open_meter(job.meter_choice, gpu_scope(job.config))  # type: ignore[arg-type]
         metrics = run_experiment(
             job.config,
             study_dir=job.study_dir,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..backends import get_backend
 from ..backends.base import Backend
+from ..backends.placement import gpu_scope
 from ..config.models import ExperimentConfig
 from ..energy.baseline import IdleBaselines, IdlePower
 from ..energy.meter import Meter
@@ -49,7 +50,7 @@ def run_experiment(
     with phase("backend"):  # an unavailable backend fails before any model is built
         backend = backend_factory(config.backend)
     if meter is None:
-        meter = open_meter(config.energy.meter or "auto", config.energy.gpu_indices)
+        meter = open_meter(config.energy.meter or "auto", gpu_scope(config))
     revision = config.pytorch.revision if config.pytorch else None
     with phase("model"):
         model = resolve_model(config.model, cache_dir=cache_dir, revision=revision)
@@ -111,6 +112,7 @@ def run_experiment(
         itl_s=itl,
         peak_memory_mb=memory.mb,
         peak_memory_source=memory.source,
+        gpu_peak_memory_mb=memory.per_device_mb,
         flops_estimate=generation.flops_estimate,
         load_s=loaded - started,
         warmup_s=warmed - loaded,

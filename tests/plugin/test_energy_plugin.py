@@ -100,7 +100,9 @@ def test_study_items_record_energy_per_gpu_idle_power_and_the_environment(pytest
         assert m["energy_j"] == pytest.approx(sum(m["gpu_energy_j"].values()))
         assert m["mean_power_w"] == pytest.approx(m["energy_j"] / m["duration_s"])
         assert m["energy_per_output_token_j"] == pytest.approx(m["energy_j"] / m["output_tokens"])
-        assert m["energy_source"] == "zeus: GPU 0 (Fake GPU), GPU 1 (Fake GPU) via FakeGPUs"
+        assert m["energy_source"] == (
+            "zeus: GPU 0 (Fake GPU), GPU 1 (Fake GPU) via FakeGPUs (every visible GPU: the engine runs on the CPU)"
+        )
         assert m["energy_unavailable_reason"] is None
         assert m["idle_power_w"] == pytest.approx(200.0, rel=0.01)
         assert m["energy_adjusted_j"] == pytest.approx(m["energy_j"] - m["idle_power_w"] * m["duration_s"])
@@ -111,7 +113,8 @@ def test_study_items_record_energy_per_gpu_idle_power_and_the_environment(pytest
         [
             r"experiment\s+cycles\s+tokens/s \(95% CI\).*energy J \(95% CI\)\s+J/tok\s+mean W",
             r"padded\s+2\s+.*\d ± [\d.]+\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+$",
-            r"energy: zeus: GPU 0 \(Fake GPU\), GPU 1 \(Fake GPU\) via FakeGPUs \(2 results\)",
+            r"energy: zeus: GPU 0 \(Fake GPU\), GPU 1 \(Fake GPU\) via FakeGPUs \(every visible GPU: the engine "
+            r"runs on the CPU\) \(2 results\)",
         ]
     )
 

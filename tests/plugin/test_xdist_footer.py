@@ -18,4 +18,4 @@ def test_the_energy_line_names_the_gpus_of_every_worker(pytester: pytest.Pyteste
     assert "Fake GPU #2, Fake GPU #3" in environments[0] + environments[1]
     energy = [line for line in result.outlines if line.startswith("energy: ")]
     gpus = ", ".join(f"GPU {i} (Fake GPU)" for i in range(4))
-    assert energy == [f"energy: zeus: {gpus} via FakeGPUs (4 results)"]
+    assert energy == [f"energy: zeus: {gpus} via FakeGPUs (every visible GPU: the engine runs on the CPU) (4 results)"]

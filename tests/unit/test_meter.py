@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_llem.energy.baseline import IdleBaselines, measure_idle_power
-from pytest_llem.energy.meter import GpuDevice, NullMeter, Reading, resolve_choice
+from pytest_llem.energy.meter import GpuDevice, GpuScope, NullMeter, Reading, resolve_choice
 from pytest_llem.energy.opening import MeterPool, open_meter
 from pytest_llem.energy.validity import GPU_COUNTER_PERIOD_S, check_window
 from pytest_llem.errors import EnergyUnavailableError
@@ -61,7 +61,7 @@ def test_two_gpus_at_known_power_measure_power_times_time_each(devices, clock) -
     assert reading.gpu_energy_j[1] == pytest.approx(250.0 * reading.duration_s, rel=0.01)
     assert reading.energy_j == pytest.approx(350.0 * reading.duration_s, rel=0.01)
     assert reading.mean_power_w == pytest.approx(350.0, rel=0.01)
-    assert reading.source == "zeus: GPU 0 (Fake A), GPU 1 (Fake B) via FakeGPUs"
+    assert reading.source == "zeus: GPU 0 (Fake A), GPU 1 (Fake B) via FakeGPUs (every visible GPU)"
     assert reading.warnings == ()
     assert [(g.index, g.physical_index, g.power_limit_w) for g in meter.gpus] == [(0, 0, 700.0), (1, 1, 700.0)]
 
@@ -77,7 +77,7 @@ def test_a_process_that_sees_only_gpu_1_measures_only_gpu_1(devices, clock, monk
 def test_gpu_indices_count_visible_gpus_and_results_name_the_driver_index(devices, clock, monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     devices(gpus=[10.0, 20.0, 30.0, 40.0])
-    meter = open_meter("auto", [1])
+    meter = open_meter("auto", GpuScope.of_study([1]))
     assert [(g.index, g.physical_index) for g in meter.gpus] == [(1, 3)]
     reading = window(meter, clock, 0.3)
     assert list(reading.gpu_energy_j) == [3]
@@ -86,10 +86,60 @@ def test_gpu_indices_count_visible_gpus_and_results_name_the_driver_index(device
 
 def test_gpu_indices_narrow_the_measured_gpus_and_bad_ones_name_what_is_allowed(devices, clock) -> None:
     devices(gpus=[100.0, 250.0, 300.0])
-    reading = window(open_meter("auto", [2]), clock, 0.3)
+    meter = open_meter("auto", GpuScope.of_study([2]))
+    reading = window(meter, clock, 0.3)
     assert list(reading.gpu_energy_j) == [2]
+    assert (
+        meter.source
+        == "zeus: GPU 2 (Fake GPU) via FakeGPUs (energy.gpu_indices: [2]; 2 other visible GPUs not measured)"
+    )
     with pytest.raises(EnergyUnavailableError, match=r"GPU 3, but this process sees 3 GPU\(s\); allowed: 0..2"):
-        open_meter("auto", [3])
+        open_meter("auto", GpuScope.of_study([3]))
+
+
+def test_by_default_only_the_engines_gpus_are_measured_and_the_source_says_why(devices, clock) -> None:
+    """An 8-GPU node running a one-GPU model: seven idle GPUs stay out of the headline figure."""
+    devices(gpus=[300.0] + [60.0] * 7)
+    meter = open_meter("auto", GpuScope((0,), "the model is placed on cuda:0"))
+    reading = window(meter, clock, 1.0)
+    assert reading.gpu_energy_j == {0: pytest.approx(300.0)}
+    assert reading.energy_j == pytest.approx(300.0)
+    assert meter.source == (
+        "zeus: GPU 0 (Fake GPU) via FakeGPUs (the model is placed on cuda:0; 7 other visible GPUs not measured)"
+    )
+    every = window(open_meter("auto", GpuScope.of_study("all")), clock, 1.0)
+    assert every.energy_j == pytest.approx(300.0 + 7 * 60.0)
+
+
+def test_an_engine_gpu_that_is_not_visible_is_left_out_not_an_error(devices, clock) -> None:
+    devices(gpus=[100.0])
+    meter = open_meter("zeus", GpuScope((0, 1), "vLLM uses the first 2 visible GPUs"))
+    assert window(meter, clock, 0.5).gpu_energy_j == {0: pytest.approx(50.0)}
+
+
+@pytest.mark.parametrize(
+    ("visible", "says"),
+    [
+        ("GPU-5f1a6d0e-8e44-2c4b-1a2b-3c4d5e6f7a8b", "names GPUs by UUID"),
+        ("MIG-4b5c6d7e-1111-2222-3333-444455556666", "names MIG slices"),
+    ],
+)
+def test_gpus_named_by_uuid_or_mig_lose_only_the_gpu_part(devices, clock, monkeypatch, visible: str, says: str) -> None:
+    """Zeus's own NVML code reads CUDA_VISIBLE_DEVICES (pynvml's init is the only fake): the GPU part is null with
+    the reason, the CPU packages and DRAM are still measured."""
+    import pynvml
+    import zeus.device.gpu
+
+    devices(cpus=[40.0], dram=10.0)
+    zeus.device.gpu._gpus = None  # Zeus finds the GPUs itself, through NVML
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda *args, **kwargs: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    meter = open_meter("zeus")
+    reading = window(meter, clock, 0.5)
+    assert reading.cpu_energy_j == pytest.approx(20.0) and reading.dram_energy_j == pytest.approx(5.0)
+    assert reading.energy_j == pytest.approx(25.0) and reading.gpu_energy_j == {}
+    assert says in reading.unavailable["gpu_energy_j"]
+    assert "cpu_energy_j" not in reading.unavailable
 
 
 def test_cpu_packages_and_dram_through_rapl(devices, clock) -> None:
@@ -115,11 +165,11 @@ def test_no_devices_gives_null_energy_with_the_reason_or_an_error_when_zeus_is_d
     assert open_meter("none").unavailable_reason == "energy measurement is turned off (meter: none)"
     # a study asking for GPU 0 still runs on a machine without one (auto), and says why energy is missing
     assert (
-        open_meter("auto", [0]).unavailable_reason
+        open_meter("auto", GpuScope.of_study([0])).unavailable_reason
         == "energy.gpu_indices asks for GPU 0, but no GPU visible to this process"
     )
     with pytest.raises(EnergyUnavailableError, match="asks for GPU 0"):
-        open_meter("zeus", [0])
+        open_meter("zeus", GpuScope.of_study([0]))
 
 
 def test_gpus_zeus_cannot_open_leave_energy_null_with_the_reason(devices, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,7 +287,8 @@ def test_one_meter_per_choice_and_gpu_selection_in_a_session(devices) -> None:
     devices(gpus=[10.0, 20.0])
     pool = MeterPool()
     assert pool.get("auto") is pool.get("auto")
-    assert pool.get("auto", [1]) is not pool.get("auto")
+    assert pool.get("auto", GpuScope.of_study([1])) is not pool.get("auto")
+    assert pool.get("auto", GpuScope((0,), "why")) is pool.get("auto", GpuScope((0,), "why"))
     assert isinstance(pool.get("none"), NullMeter)
 
 
