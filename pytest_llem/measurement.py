@@ -72,7 +72,7 @@ class MeasurementSession:
             cache_dir=cache_dir,
             setup_paths=list(self.child_setup),
         )
-        metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds, self.backends | {config.backend})
+        metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds)
         return metrics
 
     def close(self) -> None:

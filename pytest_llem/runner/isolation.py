@@ -1,8 +1,9 @@
 """Run one item's work in a fresh child process with a timeout, and say plainly how it ended.
 
-Children come from a ``forkserver`` that preloads torch, transformers and Zeus without touching the GPU: each child is
-a fork of that clean server (never of pytest, which may hold CUDA or OpenMP state), so it pays no import time. The child
-leads its own process group; whatever it started is killed with it, so no orphan outlives its item.
+Children come from a forkserver (one per kind of backend, forkserver.py) that preloads torch, transformers and Zeus
+without touching the GPU: each child is a fork of that clean server (never of pytest, which may hold CUDA or OpenMP
+state), so it pays no import time. The child leads its own process group; whatever it started is killed with it, so
+no orphan outlives its item.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Collection
 from pathlib import Path
 
 from ..energy.baseline import IdleBaselines
 from ..errors import LlemError
 from ..results.schema import Metrics
+from . import forkserver
 from .child import ChildJob, child_main
-from .forkserver import forkserver
 
 STDERR_TAIL_LINES = 15
 
@@ -58,17 +58,13 @@ def _kill(process: multiprocessing.process.BaseProcess) -> None:
     process.join(timeout=10)
 
 
-def run_in_child(
-    job: ChildJob, timeout_s: float | None, session_backends: Collection[str] = ()
-) -> tuple[Metrics, IdleBaselines]:
+def run_in_child(job: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleBaselines]:
     """Run the job in a child; its metrics and the idle baselines it may have refreshed, or a ChildFailure."""
-    context = forkserver(session_backends)
     with tempfile.TemporaryDirectory(prefix="llem-child-") as folder:
         stderr_path = Path(folder) / "stderr.txt"
-        receiver, sender = context.Pipe(duplex=False)
+        receiver, sender = multiprocessing.Pipe(duplex=False)
         # Not a daemon: daemons may not start processes, and Zeus (RAPL), vLLM engines and data loaders do.
-        process = context.Process(target=child_main, args=(sender, job, str(stderr_path)), name="pytest-llem-item")
-        process.start()
+        process = forkserver.start(job.config.backend, child_main, (sender, job, str(stderr_path)), "pytest-llem-item")
         sender.close()
         assert process.pid is not None
         outcome = None

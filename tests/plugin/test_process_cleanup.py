@@ -30,12 +30,12 @@ def stat(pid):
 
 def note(pid, what):
     try:
-        started = stat(pid)[1]
+        parent, started = stat(pid)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\\0", b" ").decode(errors="replace")
     except OSError:  # already gone
         return
     with PIDS.open("a") as handle:
-        handle.write(f"{pid}\\t{started}\\t{what}\\t{cmdline[:400]}\\n")
+        handle.write(f"{pid}\\t{started}\\t{what}\\t{cmdline[:400]}\\t{parent}\\n")
 
 
 def note_item_process():
@@ -73,13 +73,20 @@ def still_there(pid: int, started: str) -> bool:
     return fields[19] == started and fields[0] != "Z"
 
 
-def noted(pytester: pytest.Pytester, name: str = "pids.txt") -> list[tuple[int, str, str, str]]:
-    """(pid, start time, "item" / "pytest" / "descendant", command line) of every process the conftest noted."""
+Noted = tuple[int, str, str, str, int]
+
+
+def noted(pytester: pytest.Pytester, name: str = "pids.txt") -> list[Noted]:
+    """(pid, start time, "item" / "pytest" / "descendant", command line, parent pid) of every process the conftest
+    noted."""
     lines = (pytester.path / name).read_text().splitlines()
-    return [(int(pid), started, what, cmdline) for pid, started, what, cmdline in (x.split("\t") for x in lines)]
+    return [
+        (int(pid), started, what, cmd, int(parent))
+        for pid, started, what, cmd, parent in (line.split("\t") for line in lines)
+    ]
 
 
-def servers(processes: list[tuple[int, str, str, str]]) -> list[tuple[int, str, str, str]]:
+def servers(processes: list[Noted]) -> list[Noted]:
     """The forkservers among them (the items, forked from one, share its command line)."""
     return [p for p in processes if p[2] == "descendant" and "multiprocessing.forkserver import main" in p[3]]
 
@@ -98,12 +105,10 @@ def test_no_process_the_plugin_started_outlives_pytest(pytester: pytest.Pytester
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_later_sessions_in_the_same_process_reuse_the_forkserver_only_with_the_same_preloads(
-    pytester: pytest.Pytester,
-) -> None:
+def test_later_sessions_in_the_same_process_reuse_the_forkserver_of_their_kind(pytester: pytest.Pytester) -> None:
     """In-process sessions (pytester's, an IDE's): a second pytorch session forks its items from the server of the
-    first (it would pay seconds of imports again otherwise); a vLLM session gets a new server that preloads vLLM, and
-    the old one is stopped then, not left behind."""
+    first (it would pay seconds of imports again otherwise); a vLLM session's item comes from a server of its own
+    that preloads vLLM, and the pytorch one stays for later pytorch sessions (stopped when the process exits)."""
     pytester.makeconftest(CONFTEST)
     started = []
     for run, backend in enumerate(("pytorch", "pytorch", "vllm")):
@@ -114,9 +119,10 @@ def test_later_sessions_in_the_same_process_reuse_the_forkserver_only_with_the_s
         result = pytester.runpytest("--llem-cycles=1", "--llem-isolation=process")
         result.assert_outcomes(**{"passed" if backend == "pytorch" else "failed": 1})
         (pytester.path / "pids.txt").rename(pytester.path / f"pids_{run}.txt")
-        (server,) = servers(noted(pytester, f"pids_{run}.txt"))
+        (item,) = [p for p in noted(pytester, f"pids_{run}.txt") if p[2] == "item"]
+        server = next(p for p in servers(noted(pytester, f"pids_{run}.txt")) if p[0] == item[4])
         started.append((server, "pytest_llem.runner.preload_vllm" in server[3]))
     (first, first_vllm), (second, second_vllm), (third, third_vllm) = started
     assert first[0] == second[0] and not first_vllm and not second_vllm
     assert third[0] != first[0] and third_vllm
-    assert not still_there(first[0], first[1])  # replaced, and waited for
+    assert still_there(first[0], first[1])  # kept for the next pytorch session
