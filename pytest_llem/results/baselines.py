@@ -20,6 +20,7 @@ from ..errors import LlemError
 from .environment import Environment
 from .gate import Threshold, Verdict, judge
 from .schema import ItemResult, Metrics, metric_value
+from .sequential import Plan, spending, walk
 from .store import write_json
 
 NAME = re.compile(r"^[\w.+-]+$")
@@ -114,20 +115,30 @@ def hardware_difference(baseline: Baseline, current: Environment) -> str | None:
 
 @dataclass(frozen=True)
 class Judged:
-    """One experiment of a run against the baseline; ``verdicts`` None when the baseline has no such experiment."""
+    """One experiment of a run against the baseline; ``verdicts`` None when the baseline has no such experiment.
+    ``wants_more``: under adaptive cycles, undecided and a later look may decide (the next cycle should run)."""
 
     study: str
     experiment_id: str
     identity: str
     verdicts: list[Verdict] | None
+    cycles_judged: int = 0
+    wants_more: bool = False
 
 
 def judge_results(
-    baseline: Baseline, results: Sequence[ItemResult], thresholds: Sequence[Threshold], alpha: float
+    baseline: Baseline,
+    results: Sequence[ItemResult],
+    thresholds: Sequence[Threshold],
+    alpha: float,
+    plan: Plan | None = None,
+    available: int | None = None,
 ) -> list[Judged]:
     """Every experiment among ``results`` (grouped by study and experiment id, in order of appearance) judged against
     the baseline's cycles of the same identity. The gate items and ``llem compare`` share this one rule: the baseline
-    side pools every cycle saved for that config, the current side is this experiment's own cycles."""
+    side pools every cycle saved for that config, the current side is this experiment's own cycles. With a ``plan``
+    (adaptive cycles) the looks are walked over the cycles up to ``available`` (see ``sequential``); without one, all
+    cycles are judged at one look at ``alpha``."""
     groups: dict[tuple[str, str], list[ItemResult]] = {}
     for result in results:
         groups.setdefault((result.study, result.experiment_id), []).append(result)
@@ -135,12 +146,33 @@ def judge_results(
     for (study, experiment_id), cycles in groups.items():
         key = identity(cycles[0])
         previous = baseline.experiments.get(key)
-        verdicts = None
-        if previous is not None:
-            mismatch = energy_mismatch(previous.cycles, [r.metrics for r in cycles])
-            verdicts = judge(previous.samples, _samples_of(cycles), thresholds, alpha, mismatch)
-        judged.append(Judged(study, experiment_id, key, verdicts))
+        if previous is None:
+            judged.append(Judged(study, experiment_id, key, None))
+            continue
+        judged.append(_judge_experiment(previous, cycles, thresholds, alpha, plan, available, key))
     return judged
+
+
+def _judge_experiment(
+    previous: BaselineExperiment,
+    cycles: list[ItemResult],
+    thresholds: Sequence[Threshold],
+    alpha: float,
+    plan: Plan | None,
+    available: int | None,
+    key: str,
+) -> Judged:
+    mismatch = energy_mismatch(previous.cycles, [r.metrics for r in cycles])
+
+    def judge_at(count: int, share: float) -> list[Verdict]:
+        now = _samples_of([r for r in cycles if r.cycle <= count])
+        return judge(previous.samples, now, thresholds, share, mismatch)
+
+    counts = plan.looks() if plan is not None else (max(r.cycle for r in cycles),)
+    shares = spending(alpha, len(previous.cycles), counts)
+    done = walk(judge_at, counts, shares, available if available is not None else counts[-1])
+    first = cycles[0]
+    return Judged(first.study, first.experiment_id, key, done.verdicts, done.cycles_judged, done.wants_more)
 
 
 def measured_devices(metrics: Metrics) -> str:

@@ -1,11 +1,18 @@
 """Verdicts: did a metric of one experiment get worse between a baseline run and this one, beyond noise?
 
-Energy and throughput noise is multiplicative (a hotter GPU draws a few % more on every token), so the two samples of
-cycles are compared on the log scale with Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``): it needs no equal
-variances between runs, and on the log scale the relative change is what is tested. A verdict is **regressed** only when
-the change is beyond the threshold in the metric's bad direction AND significant at ``alpha``; **improved** likewise in
-the good direction; **inconclusive** when beyond the threshold but not significant (or too few cycles to test); else
-**unchanged**. Each verdict also says the smallest change this n and this noise could have detected (80% power).
+Energy and throughput noise is multiplicative, so the cycles are compared on the log scale: the change is the ratio of
+the two sides' geometric means, given with its confidence interval from Welch's t-test on the logs
+(``scipy.stats.ttest_ind(equal_var=False)``). Before that, a cycle far off its side's median (a busy machine made it
+run 2-4x longer) is set aside by a stated rule, ``outliers``: such a cycle would otherwise drag the mean and inflate the
+variance until a +40% change reads as noise. Clean cycles are never set aside, so on them this is Welch's test with its
+full power.
+
+The verdicts read where the (1 - 2 alpha) interval of the change lies against the threshold T:
+- **regressed** / **improved**: the whole interval lies beyond +T (or -T) in that direction: significantly beyond the
+  threshold (a one-sided test at ``alpha``);
+- **unchanged**: the whole interval lies within +-T (an equivalence test, two one-sided tests at ``alpha``);
+- **inconclusive**: the interval straddles the threshold; it says how many cycles per side would likely decide it at the
+  noise seen.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ import re
 import statistics
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .stats import Summary, display_digits
+from .stats import display_digits
 
 # +1: a higher value is worse (energy, latency); -1: a lower value is worse (throughput).
 DIRECTION: dict[str, int] = {
@@ -33,12 +40,17 @@ DIRECTION: dict[str, int] = {
     "tokens_per_s": -1,
 }
 DEFAULT_ALPHA = 0.05
-POWER = 0.8
+# A cycle is set aside when it is both this factor off its side's median and beyond OUTLIER_Z robust z-scores (scaled
+# median absolute deviations, Iglewicz and Hoaglin's 3.5): at a CV of 10% a clean cycle is 1.5x off one time in 30,000.
+OUTLIER_FACTOR = 1.5
+OUTLIER_Z = 3.5
+MAX_CYCLES_SAID = 1000  # beyond this a projection of the cycles needed says "more than"
 DEFAULT_METRIC = "energy_per_output_token_j"
 # Sums over the measured devices: comparable only when both sides measured the same ones.
 ENERGY_METRICS = frozenset({"energy_j", "energy_per_output_token_j", "mean_power_w", "energy_adjusted_j"})
 FALLBACK_METRIC = "tokens_per_s"  # when neither side measured energy
 OUTCOMES = ("regressed", "inconclusive", "improved", "unchanged", "not measured")  # worst first
+DECIDED = frozenset({"regressed", "improved", "unchanged"})
 UNITS = {"energy_per_output_token_j": "J/tok", "energy_j": "J", "mean_power_w": "W",
          "tokens_per_s": "tok/s", "peak_memory_mb": "MB"}  # fmt: skip
 
@@ -48,13 +60,13 @@ class ThresholdError(ValueError):
 
 
 def parse_alpha(text: str | float) -> float:
-    """A significance level: a number strictly between 0 and 1."""
+    """A significance level: a number strictly between 0 and 0.5 (the interval is 1 - 2 alpha)."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value < 1:
-        raise ThresholdError(f"the significance level must be between 0 and 1 (e.g. 0.05), not {text!r}")
+    if not 0 < value < 0.5:
+        raise ThresholdError(f"the significance level must be between 0 and 0.5 (e.g. 0.05), not {text!r}")
     return value
 
 
@@ -86,47 +98,99 @@ DEFAULT_THRESHOLD = Threshold(None, 5.0)
 @dataclass(frozen=True)
 class Verdict:
     metric: str
-    outcome: str  # regressed | improved | unchanged | inconclusive
-    baseline_mean: float | None
-    current_mean: float | None
-    change_pct: float | None  # (current / baseline - 1) * 100
-    p_value: float | None
-    min_detectable_pct: float | None  # the smallest change detectable here at POWER and alpha
+    outcome: str  # regressed | improved | unchanged | inconclusive | not measured
     reason: str
     threshold_pct: float = 0.0
-    baseline_ci: float | None = None  # half width of the 95% CI of the mean
-    current_ci: float | None = None
+    baseline_center: float | None = None  # geometric mean of the side's cycles (outliers set aside)
+    current_center: float | None = None
     baseline_n: int = 0
     current_n: int = 0
+    change_pct: float | None = None  # (current center / baseline center - 1) * 100
+    ci_low_pct: float | None = None  # the interval of the change, at ``confidence``
+    ci_high_pct: float | None = None
+    confidence: float | None = None  # 1 - 2 alpha (of this look, under adaptive cycles)
+    p_value: float | None = None  # two-sided, Welch's test on the logs: is there any change at all
+    set_aside: tuple[int, int] = (0, 0)  # outlier cycles left out, (baseline, current)
+    cycles_needed: int | None = None  # inconclusive by noise: cycles per side that would likely decide it
+    look: str | None = None  # under adaptive cycles: "look 2 of 5" (which of the planned looks decided)
+
+    @property
+    def decided(self) -> bool:
+        return self.outcome in DECIDED
+
+    @property
+    def more_cycles_may_decide(self) -> bool:
+        """Inconclusive because of noise (not because a side lacks the metric or the devices differ)."""
+        return self.outcome == "inconclusive" and self.cycles_needed is not None
+
+    def interval_text(self) -> str:
+        """``+24.0% [+8.0%, +43.0%]``: the change and its interval, or "-" when there is none."""
+        if self.change_pct is None:
+            return "-"
+        if self.ci_low_pct is None or self.ci_high_pct is None:
+            return f"{self.change_pct:+.1f}%"
+        return f"{self.change_pct:+.1f}% [{self.ci_low_pct:+.1f}%, {self.ci_high_pct:+.1f}%]"
+
+    def short_text(self) -> str:
+        """``+24% ±18`` for a table cell: the change and the interval's half width (points of percent)."""
+        if self.change_pct is None:
+            return "-"
+        if self.ci_low_pct is None or self.ci_high_pct is None:
+            return f"{self.change_pct:+.1f}%"
+        if math.isinf(self.ci_low_pct) or math.isinf(self.ci_high_pct):
+            return f"{self.change_pct:+.1f}% ±inf"
+        return f"{self.change_pct:+.1f}% ±{(self.ci_high_pct - self.ci_low_pct) / 2:.1f}"
+
+    def more_cycles_text(self) -> str | None:
+        if self.cycles_needed is None:
+            return None
+        if self.cycles_needed > MAX_CYCLES_SAID:
+            return f"more than {MAX_CYCLES_SAID} cycles per side would be needed to decide it at this noise"
+        return f"about {self.cycles_needed} cycles per side would likely decide it at this noise"
 
     def describe(self) -> str:
-        """One line a person reads: the change, both means with their CIs, the test and what it could detect."""
+        """One line a person reads: the change with its interval, both sides' central values, the test, and (when
+        inconclusive) how many cycles would decide it."""
         unit = UNITS.get(self.metric, "s" if self.metric.endswith("_s") or "_s." in self.metric else "")
         figures = []
         if self.change_pct is not None:
-            figures.append(f"{self.change_pct:+.1f}%")
-        if self.baseline_mean is not None and self.current_mean is not None:
+            interval = self.interval_text()
+            if self.confidence is not None and self.ci_low_pct is not None:
+                interval += f" ({self.confidence * 100:.3g}% interval)"
+            figures.append(interval)
+        if self.baseline_center is not None and self.current_center is not None:
             figures.append(
-                f"baseline {_with_ci(self.baseline_mean, self.baseline_ci)} {unit} (n={self.baseline_n}) -> "
-                f"now {_with_ci(self.current_mean, self.current_ci)} {unit} (n={self.current_n})"
+                f"baseline {_figure(self.baseline_center)} {unit} (n={self.baseline_n}) -> "
+                f"now {_figure(self.current_center)} {unit} (n={self.current_n})"
             )
         if self.p_value is not None:
             figures.append(f"p = {self.p_value:.3g}")
-        if self.min_detectable_pct is not None:
-            figures.append(f"detectable change at this n and noise: {self.min_detectable_pct:.1f}%")
+        if any(self.set_aside):
+            sides = zip(("baseline", "current"), self.set_aside, strict=True)
+            listed = " and ".join(f"{n} {side} cycle{'s' * (n > 1)}" for side, n in sides if n)
+            figures.append(f"{listed} set aside (over {OUTLIER_FACTOR:g}x off the median)")
+        if self.look is not None:
+            figures.append(self.look)
+        more = self.more_cycles_text()
+        if more is not None:
+            figures.append(more)
         return f"{self.metric}: {self.outcome} ({self.reason})" + (": " + "; ".join(figures) if figures else "")
 
     def as_dict(self) -> dict[str, object]:
         return {
             "metric": self.metric,
             "outcome": self.outcome,
+            "reason": self.reason,
             "threshold_pct": self.threshold_pct,
             "change_pct": self.change_pct,
+            "ci_low_pct": _finite_or_none(self.ci_low_pct),
+            "ci_high_pct": _finite_or_none(self.ci_high_pct),
+            "confidence": self.confidence,
             "p_value": self.p_value,
-            "min_detectable_pct": self.min_detectable_pct,
-            "baseline": {"mean": self.baseline_mean, "ci95_half_width": self.baseline_ci, "n": self.baseline_n},
-            "current": {"mean": self.current_mean, "ci95_half_width": self.current_ci, "n": self.current_n},
-            "reason": self.reason,
+            "cycles_needed": self.cycles_needed,
+            "look": self.look,
+            "baseline": {"center": self.baseline_center, "n": self.baseline_n, "set_aside": self.set_aside[0]},
+            "current": {"center": self.current_center, "n": self.current_n, "set_aside": self.set_aside[1]},
         }
 
     @classmethod
@@ -136,23 +200,30 @@ class Verdict:
         return cls(
             metric=str(data["metric"]),
             outcome=str(data["outcome"]),
-            baseline_mean=base["mean"],
-            current_mean=now["mean"],
-            change_pct=data["change_pct"],  # type: ignore[arg-type]
-            p_value=data["p_value"],  # type: ignore[arg-type]
-            min_detectable_pct=data["min_detectable_pct"],  # type: ignore[arg-type]
             reason=str(data["reason"]),
             threshold_pct=float(data["threshold_pct"]),  # type: ignore[arg-type]
-            baseline_ci=base["ci95_half_width"],
-            current_ci=now["ci95_half_width"],
+            baseline_center=base["center"],
+            current_center=now["center"],
             baseline_n=int(base["n"]),
             current_n=int(now["n"]),
+            change_pct=data["change_pct"],  # type: ignore[arg-type]
+            ci_low_pct=data["ci_low_pct"],  # type: ignore[arg-type]
+            ci_high_pct=data["ci_high_pct"],  # type: ignore[arg-type]
+            confidence=data["confidence"],  # type: ignore[arg-type]
+            p_value=data["p_value"],  # type: ignore[arg-type]
+            cycles_needed=data["cycles_needed"],  # type: ignore[arg-type]
+            look=data["look"],  # type: ignore[arg-type]
+            set_aside=(int(base["set_aside"]), int(now["set_aside"])),
         )
 
 
-def _with_ci(mean: float, half_width: float | None) -> str:
-    digits = display_digits(mean)
-    return f"{mean:.{digits}f}" + (f" ± {half_width:.{digits}f}" if half_width is not None else "")
+def _finite_or_none(value: float | None) -> float | None:
+    """JSON has no infinity: an unbounded end of an interval is null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _figure(value: float) -> str:
+    return f"{value:.{display_digits(value)}f}"
 
 
 def verdict_record(study: str, experiment_id: str, verdicts: Sequence[Verdict]) -> dict[str, object]:
@@ -177,20 +248,77 @@ def judge(
     The default metric is energy per output token when either side measured it (a side that lost its meter is then
     inconclusive, not silently judged on speed); energy when there are no token counts (an ``llem_energy`` window
     without ``output_tokens``); otherwise tokens/s."""
-    verdicts = []
-    for threshold in thresholds:
-        metric = threshold.metric
-        if metric is None:
-            metric = next(
-                (m for m in (DEFAULT_METRIC, "energy_j") if baseline(m) or current(m)),
-                FALLBACK_METRIC,
-            )
-        verdicts.append(compare(metric, baseline(metric), current(metric), threshold.pct, alpha, energy_mismatch))
-    return verdicts
+    return [
+        compare(metric, baseline(metric), current(metric), threshold.pct, alpha, energy_mismatch)
+        for metric, threshold in ((gated_metric(threshold, baseline, current), threshold) for threshold in thresholds)
+    ]
+
+
+def gated_metric(
+    threshold: Threshold, baseline: Callable[[str], list[float]], current: Callable[[str], list[float]]
+) -> str:
+    if threshold.metric is not None:
+        return threshold.metric
+    return next((m for m in (DEFAULT_METRIC, "energy_j") if baseline(m) or current(m)), FALLBACK_METRIC)
 
 
 def _positive(values: Sequence[float]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+
+
+def outliers(values: Sequence[float]) -> list[bool]:
+    """Which cycles of one side (positive values) to set aside: over ``OUTLIER_FACTOR`` off the side's median AND over
+    ``OUTLIER_Z`` scaled median absolute deviations from it; never the majority, and only from 3 cycles on (with 2 there
+    is no median to be far from)."""
+    if len(values) < 3:
+        return [False] * len(values)
+    from scipy import stats
+
+    logs = [math.log(v) for v in values]
+    center = statistics.median(logs)
+    spread = float(stats.median_abs_deviation(logs, scale="normal"))
+    distance = [abs(x - center) for x in logs]
+    far = [d > math.log(OUTLIER_FACTOR) and (spread == 0 or d > OUTLIER_Z * spread) for d in distance]
+    if sum(far) > (len(values) - 1) // 2:  # that many far off are not outliers but the data
+        return [False] * len(values)
+    return far
+
+
+@dataclass(frozen=True)
+class Shift:
+    """The log ratio of the two sides' geometric means, its interval and Welch's two-sided p."""
+
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+
+
+def log_shift(before: Sequence[float], now: Sequence[float], confidence: float) -> Shift:
+    """Welch's test of the logs of ``now`` against ``before`` (positive values, 2 or more on each side)."""
+    from scipy import stats  # at report time only
+
+    log_before, log_now = [math.log(v) for v in before], [math.log(v) for v in now]
+    estimate = statistics.fmean(log_now) - statistics.fmean(log_before)
+    if statistics.pvariance(log_before) == 0 and statistics.pvariance(log_now) == 0:
+        # identical cycles on both sides: the difference is exact (scipy would divide 0 by 0)
+        return Shift(estimate, estimate, estimate, 0.0 if estimate != 0 else 1.0)
+    with warnings.catch_warnings():  # near-identical cycles: scipy warns of precision loss
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = stats.ttest_ind(log_now, log_before, equal_var=False)
+        interval = test.confidence_interval(confidence)
+    low, high = float(interval.low), float(interval.high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        low, high = estimate, estimate
+    p_value = float(test.pvalue) if math.isfinite(test.pvalue) else 1.0
+    return Shift(estimate, low, high, p_value)
+
+
+def _pct(log_ratio: float) -> float:
+    try:
+        return (math.exp(log_ratio) - 1) * 100
+    except OverflowError:
+        return math.inf
 
 
 def compare(
@@ -201,62 +329,61 @@ def compare(
     alpha: float = DEFAULT_ALPHA,
     energy_mismatch: str | None = None,
 ) -> Verdict:
-    """The verdict for one metric of one experiment, from the cycles of the baseline and of this run.
+    """The verdict for one metric of one experiment, from the cycles of the baseline and of this run, at one look.
     ``energy_mismatch`` says why the two sides' energies cover different devices (then energy is not comparable)."""
     if metric not in DIRECTION:
         raise ValueError(f"no known direction for {metric!r}; known: {', '.join(sorted(DIRECTION))}")
     direction = DIRECTION[metric]
-    before, now = Summary.of(_positive(baseline)), Summary.of(_positive(current))
-
-    def verdict(
-        outcome: str, reason: str, change: float | None = None, p: float | None = None, mde: float | None = None
-    ) -> Verdict:
-        return Verdict(
-            metric, outcome, before.mean, now.mean, change, p, mde, reason, threshold_pct,
-            before.half_width, now.half_width, before.n, now.n,
-        )  # fmt: skip
-
-    if not before.n and not now.n:
-        return verdict("not measured", "neither run measured it")
-    if not before.n or not now.n:
-        return verdict("inconclusive", f"{'the baseline' if not before.n else 'this run'} has no measured value")
+    before, now = _positive(baseline), _positive(current)
+    base = Verdict(metric, "inconclusive", "", threshold_pct, baseline_n=len(before), current_n=len(now))
+    if not before and not now:
+        return replace(base, outcome="not measured", reason="neither run measured it")
+    if not before or not now:
+        return replace(base, reason=f"{'the baseline' if not before else 'this run'} has no measured value")
     if energy_mismatch and metric in ENERGY_METRICS:
-        return verdict("inconclusive", f"not comparable: {energy_mismatch}")
-    old, new = before.samples, now.samples
-    log_old, log_new = [math.log(v) for v in old], [math.log(v) for v in new]
-    # The change is the ratio of geometric means: the quantity the test on logs is about.
-    change_pct = (math.exp(statistics.fmean(log_new) - statistics.fmean(log_old)) - 1) * 100
-    if len(old) < 2 or len(new) < 2:
-        return verdict("inconclusive", "fewer than 2 cycles on a side", change_pct)
-
-    from scipy import stats  # at report time only
-
-    with warnings.catch_warnings():  # near-identical cycles: scipy warns of precision loss; se == 0 is handled below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        test = stats.ttest_ind(log_new, log_old, equal_var=False)
-    p_value = float(test.pvalue) if math.isfinite(test.pvalue) else 1.0
-    var_old, var_new = statistics.variance(log_old), statistics.variance(log_new)
-    se = math.sqrt(var_old / len(old) + var_new / len(new))
-    if se == 0:  # identical cycles on both sides: any difference at all is exact
-        p_value = 0.0 if change_pct != 0 else 1.0
-        mde = 0.0
+        return replace(base, reason=f"not comparable: {energy_mismatch}")
+    far_before, far_now = outliers(before), outliers(now)
+    before = [v for v, far in zip(before, far_before, strict=True) if not far]
+    now = [v for v, far in zip(now, far_now, strict=True) if not far]
+    base = replace(
+        base,
+        baseline_center=statistics.geometric_mean(before),
+        current_center=statistics.geometric_mean(now),
+        set_aside=(sum(far_before), sum(far_now)),
+    )
+    if len(before) < 2 or len(now) < 2:
+        change = (statistics.geometric_mean(now) / statistics.geometric_mean(before) - 1) * 100
+        return replace(base, reason="fewer than 2 cycles on a side", change_pct=change)
+    confidence = 1 - 2 * alpha
+    shift = log_shift(before, now, confidence)
+    change, low, high = _pct(shift.estimate), _pct(shift.low), _pct(shift.high)
+    judged = replace(
+        base, change_pct=change, ci_low_pct=low, ci_high_pct=high, confidence=confidence, p_value=shift.p_value
+    )
+    worse, better = direction * change > threshold_pct, -direction * change > threshold_pct
+    above, below = low > threshold_pct, high < -threshold_pct  # the whole interval beyond the threshold
+    if above or below:
+        outcome = "regressed" if (above if direction > 0 else below) else "improved"
+        beyond = f"{'+' if above else '-'}{threshold_pct:g}%"
+        return replace(judged, outcome=outcome, reason=f"the interval lies beyond {beyond}")
+    if -threshold_pct < low and high < threshold_pct:
+        return replace(judged, outcome="unchanged", reason=f"the interval lies within ±{threshold_pct:g}%")
+    if worse or better:
+        reason = f"beyond {threshold_pct:g}% but the interval reaches back within it"
     else:
-        df = _welch_df(var_old, len(old), var_new, len(new))
-        critical = float(stats.t.ppf(1 - alpha / 2, df)) + float(stats.t.ppf(POWER, df))
-        mde = (math.exp(critical * se) - 1) * 100
-    significant = p_value < alpha
-    worse = direction * change_pct > threshold_pct
-    better = -direction * change_pct > threshold_pct
-    if (worse or better) and significant:
-        outcome, reason = ("regressed" if worse else "improved"), f"beyond {threshold_pct:g}% and p < {alpha:g}"
-    elif worse or better:
-        outcome, reason = "inconclusive", f"beyond {threshold_pct:g}% but not significant at {alpha:g}"
-    else:
-        outcome, reason = "unchanged", f"within {threshold_pct:g}%"
-    return verdict(outcome, reason, change_pct, p_value, mde)
+        reason = f"within {threshold_pct:g}% but the interval reaches beyond it"
+    needed = cycles_to_decide(shift, len(before), len(now), threshold_pct)
+    return replace(judged, reason=reason, cycles_needed=needed)
 
 
-def _welch_df(var_a: float, n_a: int, var_b: float, n_b: int) -> float:
-    a, b = var_a / n_a, var_b / n_b
-    denominator = (a * a) / (n_a - 1) + (b * b) / (n_b - 1)
-    return (a + b) ** 2 / denominator if denominator > 0 else float(n_a + n_b - 2)
+def cycles_to_decide(shift: Shift, n_before: int, n_now: int, threshold_pct: float) -> int:
+    """Cycles per side at which the interval, shrinking as sqrt(1/n_before + 1/n_now) at the noise seen, would likely
+    clear the threshold: fit inside +-threshold (an estimate within it) or lie wholly beyond it (an estimate beyond)."""
+    half_width = (shift.high - shift.low) / 2
+    bound = math.log1p(threshold_pct / 100) if shift.estimate >= 0 else -math.log1p(-min(threshold_pct, 99.9) / 100)
+    distance = abs(bound - abs(shift.estimate))
+    if distance <= 0 or not math.isfinite(half_width):
+        return MAX_CYCLES_SAID + 1
+    scale = 1 / n_before + 1 / n_now  # the half width is proportional to sqrt(scale); equal sides: sqrt(2 / n)
+    needed = math.ceil(2 / (scale * (distance / half_width) ** 2))
+    return min(max(needed, max(n_before, n_now) + 1), MAX_CYCLES_SAID + 1)
