@@ -192,6 +192,14 @@ def _compare(args: argparse.Namespace) -> int:
     compared = sum(found.verdicts is not None for found in judged)
     only_in_baseline = len(set(baseline.experiments) - {found.identity for found in judged})
     print(_conclusion(regressed, compared, only_in_baseline))
+    needing = [
+        f"  {found.study}::{found.experiment_id}: {v.metric}: {v.more_cycles_text()}"
+        for found in judged
+        for v in found.verdicts or []
+        if v.more_cycles_may_decide
+    ]
+    if needing:  # what --llem-cycles / --llem-max-cycles would have to be for a verdict
+        print(f"inconclusive, more cycles would decide ({len(needing)}):", *needing, sep="\n")
     if not compared:  # a gate that compared nothing must not read as a pass
         print(f"llem: no experiment of run {run.run_id} is in baseline {baseline.name!r}", file=sys.stderr)
         return USAGE

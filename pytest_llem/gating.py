@@ -27,6 +27,7 @@ from .results.gate import (
     worst,
 )
 from .results.schema import ItemResult
+from .results.sequential import Plan
 from .results.session import SessionResults
 
 GATE_PROPERTY = "llem_gate"
@@ -46,6 +47,7 @@ class Comparison:
     thresholds: tuple[Threshold, ...]
     alpha: float
     strict: bool
+    max_cycles: int | None = None  # --llem-max-cycles: adaptive cycles up to this many per experiment
 
 
 comparison_key = pytest.StashKey["Comparison | None"]()  # set at configure, read by collection and gates
@@ -74,14 +76,33 @@ def alpha(config: pytest.Config) -> float:
         raise pytest.UsageError(f"pytest-llem: {source}: {exc}") from None
 
 
+def max_cycles(config: pytest.Config) -> int | None:
+    """--llem-max-cycles beats the ini's llem_max_cycles; None: no adaptive cycles."""
+    raw, source = config.getoption("llem_max_cycles"), "--llem-max-cycles"
+    if raw is None:
+        raw, source = config.getini("llem_max_cycles") or None, "llem_max_cycles (ini)"
+    if raw is None:
+        return None
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"pytest-llem: {source}: expected a positive number of cycles, not {raw!r}")
+    return value
+
+
 def open_comparison(config: pytest.Config, measuring: MeasurementSession, baselines_dir: Path) -> Comparison | None:
     """The baseline --llem-compare names, checked at start: unknown, unreadable or from other hardware is refused
     before anything runs (unless --llem-compare-any-hardware)."""
     reference = config.getoption("llem_compare")
-    chosen_thresholds, chosen_alpha = thresholds(config), alpha(config)
+    chosen_thresholds, chosen_alpha, chosen_max = thresholds(config), alpha(config), max_cycles(config)
     if reference is None:
-        if config.getoption("llem_fail"):
-            raise pytest.UsageError("pytest-llem: --llem-fail needs --llem-compare=NAME|PATH|latest")
+        for flag in ("llem_fail", "llem_max_cycles"):
+            if config.getoption(flag):
+                raise pytest.UsageError(
+                    f"pytest-llem: --{flag.replace('_', '-')} needs --llem-compare=NAME|PATH|latest"
+                )
         return None
     try:
         baseline = baselines.load(reference, baselines_dir)
@@ -97,7 +118,7 @@ def open_comparison(config: pytest.Config, measuring: MeasurementSession, baseli
                 "(--llem-compare-any-hardware compares anyway)"
             )
     _check_distribution(config)
-    return Comparison(baseline, chosen_thresholds, chosen_alpha, measuring.strict)
+    return Comparison(baseline, chosen_thresholds, chosen_alpha, measuring.strict, chosen_max)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -143,11 +164,21 @@ def baseline_name(config: pytest.Config) -> str | None:
 class GateItem(pytest.Item):
     """The verdicts of one experiment (or of one test's ``llem_energy`` windows) against the baseline."""
 
-    def __init__(self, *, study: str, select: Selection, describe: str, backend: str | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        study: str,
+        select: Selection,
+        describe: str,
+        backend: str | None,
+        plan: Plan | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.study = study
         self.select = select  # which of this session's passed results this gate judges
         self.describe = describe
+        self.plan = plan  # adaptive cycles of a study experiment, when --llem-max-cycles asks for more
         if backend is not None:  # `-k vllm` keeps the gates of the vLLM experiments
             self.extra_keyword_matches.add(backend)
             self.add_marker(backend)
@@ -159,12 +190,16 @@ class GateItem(pytest.Item):
         if not results:
             pytest.skip(f"no cycle of {self.describe} passed in this run: nothing to compare")
         judged = {}
-        for found in baselines.judge_results(comparison.baseline, results, comparison.thresholds, comparison.alpha):
+        found_all = baselines.judge_results(
+            comparison.baseline, results, comparison.thresholds, comparison.alpha, self.plan
+        )
+        for found in found_all:
             if found.verdicts is None:
                 continue
             judged[found.experiment_id] = found.verdicts
             record = verdict_record(found.study, found.experiment_id, found.verdicts)
             self.user_properties.append((GATE_PROPERTY, json.dumps(record)))
+            self.user_properties += junit_verdict_properties(found.verdicts)
         if not judged:
             pytest.skip(f"baseline {comparison.baseline.name!r} has no {self.describe} (same config hash)")
         measured = [v for verdicts in judged.values() for v in verdicts if v.outcome != "not measured"]
@@ -192,7 +227,19 @@ class GateItem(pytest.Item):
         return self.path, 0, f"gate of {self.describe}"
 
 
-def study_gate(parent: pytest.Collector, study: str, experiment_id: str, config_hash: str, backend: str) -> GateItem:
+def junit_verdict_properties(verdicts: list[Verdict]) -> list[tuple[str, str]]:
+    """Each verdict's outcome, change and interval as ``--junitxml`` properties (``null`` where there is none)."""
+    properties = []
+    for v in verdicts:
+        figures = {"outcome": v.outcome, "change_pct": v.change_pct, "ci_low_pct": v.ci_low_pct,
+                   "ci_high_pct": v.ci_high_pct, "cycles_needed": v.cycles_needed}  # fmt: skip
+        properties += [(f"{v.metric}.{key}", "null" if value is None else str(value)) for key, value in figures.items()]
+    return properties
+
+
+def study_gate(
+    parent: pytest.Collector, study: str, experiment_id: str, config_hash: str, backend: str, plan: Plan | None
+) -> GateItem:
     return GateItem.from_parent(
         parent,
         name=f"{experiment_id}[gate]",
@@ -200,7 +247,47 @@ def study_gate(parent: pytest.Collector, study: str, experiment_id: str, config_
         select=Selection(study, config_hash=config_hash),
         describe=f"experiment {experiment_id}",
         backend=backend,
+        plan=plan,
     )
+
+
+def adaptive_plan(config: pytest.Config, planned: int) -> Plan | None:
+    """The experiment's adaptive cycles when comparing with --llem-max-cycles above its planned cycles, else None."""
+    comparison = config.stash.get(comparison_key, None)
+    if comparison is None or comparison.max_cycles is None or comparison.max_cycles <= planned:
+        return None
+    return Plan(planned, comparison.max_cycles)
+
+
+def adaptive_header(config: pytest.Config) -> list[str]:
+    """The collection header's word on adaptive cycles, when asked for."""
+    comparison = config.stash.get(comparison_key, None)
+    if comparison is None or comparison.max_cycles is None:
+        return []
+    return [
+        f"adaptive cycles: up to {comparison.max_cycles} per experiment while its gate is inconclusive "
+        "(the extra cycle items skip once it is decided)"
+    ]
+
+
+def extra_cycle_skip_reason(config: pytest.Config, study: str, config_hash: str, plan: Plan, cycle: int) -> str | None:
+    """Why an adaptive cycle (beyond the planned ones) is not needed, or None when it must run: the gate walks its
+    looks over the cycles before this one, exactly as the gate item will, and runs it only while undecided."""
+    comparison = config.stash[comparison_key]
+    assert comparison is not None  # adaptive cycles exist only when comparing
+    select = Selection(study, config_hash=config_hash)
+    results = [r for r in config.stash[session_key].results if select(r) and r.cycle < cycle]
+    if not results:
+        return "adaptive cycle not needed: no earlier cycle passed, so the gate has nothing to decide on"
+    found = baselines.judge_results(
+        comparison.baseline, results, comparison.thresholds, comparison.alpha, plan, available=cycle - 1
+    )[0]
+    if found.verdicts is None:
+        return f"adaptive cycle not needed: baseline {comparison.baseline.name!r} has no such experiment"
+    if found.wants_more:
+        return None
+    outcomes = ", ".join(f"{v.metric} {v.outcome}" for v in found.verdicts)
+    return f"adaptive cycle not needed: the gate's verdict is final after {found.cycles_judged} cycles ({outcomes})"
 
 
 def with_fixture_gates(collector: pytest.Collector, collected: object) -> object:

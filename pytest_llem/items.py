@@ -20,10 +20,11 @@ from .config.loader import resolve_execution
 from .config.models import ExecutionConfig, ExperimentConfig, backend_names
 from .energy.meter import METER_CHOICES
 from .errors import ConfigError, LlemError, PhaseError, last_frame
-from .gating import comparison_key, study_gate
+from .gating import adaptive_plan, comparison_key, extra_cycle_skip_reason, study_gate
 from .keys import measurement_key, session_key, store_key
 from .measurement import MeasurementSession
 from .results.schema import ItemResult
+from .results.sequential import Plan
 from .results.session import SessionResults, StudyOverview
 from .results.store import ItemEntry, ItemKey
 from .study.grid import (
@@ -192,13 +193,20 @@ class StudyFile(pytest.File):
         numbered = list(number_cycles(sequence))
         last_cycle_at = {id(experiment): position for position, (experiment, _) in enumerate(numbered)}
         comparing = self.config.stash.get(comparison_key, None) is not None
+        plan = adaptive_plan(self.config, execution.n_cycles)
         for position, (experiment, cycle) in enumerate(numbered):
             eid = id_of[id(experiment)]
             yield ExperimentItem.from_parent(
                 self, name=f"{eid}[cycle{cycle}]", experiment=experiment, experiment_id=eid, cycle=cycle
             )
             if comparing and last_cycle_at[id(experiment)] == position:  # the gate waits for every cycle
-                yield study_gate(self, self.nodeid, eid, compute_config_hash(experiment), experiment.backend)
+                # Adaptive cycles are real items after the planned ones, each run only while its gate is undecided.
+                for extra in range(execution.n_cycles + 1, plan.max_cycles + 1 if plan else 0):
+                    yield ExperimentItem.from_parent(
+                        self, name=f"{eid}[cycle{extra}]", experiment=experiment, experiment_id=eid, cycle=extra,
+                        plan=plan,
+                    )  # fmt: skip
+                yield study_gate(self, self.nodeid, eid, compute_config_hash(experiment), experiment.backend, plan)
         for name, config in zip(invalid_names, skipped, strict=True):
             yield InvalidConfigItem.from_parent(self, name=name, skipped=config)
 
@@ -251,11 +259,20 @@ def _backend_marks(backend: str) -> tuple[pytest.MarkDecorator, ...]:
 class ExperimentItem(StudyItem):
     """One cycle of one experiment: runs real inference and reports its measurements."""
 
-    def __init__(self, *, experiment: ExperimentConfig, experiment_id: str, cycle: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        experiment: ExperimentConfig,
+        experiment_id: str,
+        cycle: int,
+        plan: Plan | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.experiment = experiment
         self.experiment_id = experiment_id
         self.cycle = cycle
+        self.plan = plan  # set on an adaptive cycle (beyond the planned ones): it runs only while its gate is undecided
         self.extra_keyword_matches.add(experiment.backend)  # `-k vllm` selects exactly the vLLM items
         for mark in _backend_marks(experiment.backend):
             self.add_marker(mark)
@@ -268,6 +285,12 @@ class ExperimentItem(StudyItem):
         return ItemEntry(self.nodeid, self.study, self.study_design_hash, self.experiment_id, self.cycle)
 
     def runtest(self) -> None:
+        if self.plan is not None:
+            reason = extra_cycle_skip_reason(
+                self.config, self.study, compute_config_hash(self.experiment), self.plan, self.cycle
+            )
+            if reason is not None:
+                pytest.skip(reason)
         store = self.config.stash.get(store_key, None)
         key: ItemKey = (self.study, self.study_design_hash, self.experiment_id, self.cycle)
         previous = store.previous_result(key) if store else None

@@ -111,7 +111,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ),
     )
     option(
-        "--llem-alpha", metavar="A", help=f"significance level of the gate's Welch t-test (default {DEFAULT_ALPHA:g})"
+        "--llem-alpha",
+        metavar="A",
+        help=f"significance level of the gate's one-sided tests; its intervals are 1 - 2A (default {DEFAULT_ALPHA:g})",
+    )
+    option(
+        "--llem-max-cycles",
+        metavar="N",
+        help="adaptive cycles: while an experiment's gate is inconclusive after its planned cycles, run more "
+        "(<experiment>[cycle6], ...) up to N and judge again, alpha spent over the looks",
     )
     option(
         "--llem-compare-any-hardware",
@@ -166,6 +174,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llem_timeout", "default per-item timeout in seconds (isolation: process)")
     parser.addini("llem_fail", "regression thresholds of the gate, one METRIC:PCT per line", type="linelist")
     parser.addini("llem_alpha", f"significance level of the gate (default {DEFAULT_ALPHA:g})")
+    parser.addini("llem_max_cycles", "adaptive cycles of the gate: at most this many cycles per experiment")
     parser.addini(
         "llem_meter", "default energy meter when neither the command line nor the study says: auto, zeus, none"
     )
@@ -301,7 +310,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
-    return [study.header_line() for study in config.stash[session_key].studies.values()]
+    return [study.header_line() for study in config.stash[session_key].studies.values()] + gating.adaptive_header(
+        config
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

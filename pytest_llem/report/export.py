@@ -30,7 +30,7 @@ def json_document(session: SessionResults, run_id: str | None) -> dict[str, Any]
 
 
 CSV_IDENTITY = ("level", "study", "experiment_id", "cycle", "status", "backend", "model", "config_hash", "cycles")
-CSV_GATE = ("verdict", "verdicts")
+CSV_GATE = ("verdict", "verdicts", "cycles_needed")  # cycles_needed: per side, for an inconclusive verdict
 
 
 def _csv_columns() -> list[str]:
@@ -77,10 +77,8 @@ def csv_text(session: SessionResults) -> str:
                 "cycles": summary.cycles_passed,
                 "status": f"{summary.cycles_failed} failed" if summary.cycles_failed else "passed",
                 "verdict": worst(verdicts),
-                "verdicts": "; ".join(
-                    f"{v.metric} {v.outcome} {v.change_pct:+.2f}%" if v.change_pct is not None else v.outcome
-                    for v in verdicts
-                ),
+                "verdicts": "; ".join(f"{v.metric} {v.outcome} {v.interval_text()}" for v in verdicts),
+                "cycles_needed": max((v.cycles_needed or 0 for v in verdicts), default=0) or None,
             }
             for metric, stats in summary.metrics.items():
                 row[metric] = stats.mean
@@ -103,9 +101,17 @@ def markdown_text(session: SessionResults, run_id: str | None) -> str:
         for v in found
         if v.outcome == "regressed"
     ]
+    undecided = [
+        f"- {experiment_id} ({study}): {v.describe()}"
+        for (study, experiment_id), found in session.verdicts.items()
+        for v in found
+        if v.outcome == "inconclusive"
+    ]
     if session.baseline_name is not None:
         lines.append(f"\nCompared with baseline `{session.baseline_name}`: {len(regressions)} regression(s).")
         lines += regressions
+        if undecided:
+            lines += ["", f"Inconclusive ({len(undecided)}): more cycles would decide these.", *undecided]
     for study in session.groups():
         rows = session.summarise(study)
         if not rows:

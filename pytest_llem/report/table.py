@@ -60,9 +60,8 @@ def verdict_columns(study: str, session: SessionResults) -> list[Column]:
     def verdicts(row: ExperimentSummary) -> list[Verdict]:
         return session.verdicts.get((study, row.experiment_id), [])
 
-    def change(row: ExperimentSummary) -> str:
-        found = verdicts(row)
-        return " / ".join("-" if v.change_pct is None else f"{v.change_pct:+.1f}%" for v in found) or "-"
+    def change(row: ExperimentSummary) -> str:  # the change and its interval's half width: +24.0% ±18.0
+        return " / ".join(v.short_text() for v in verdicts(row)) or "-"
 
     def outcome(row: ExperimentSummary) -> str:
         return " / ".join(v.outcome for v in verdicts(row)) or "-"

@@ -198,7 +198,7 @@ def test_compare_refuses_other_hardware_unless_told(runs_dir: Path, capsys: pyte
     [
         (["--fail", "joules:5%"], "llem: 'joules:5%': unknown metric 'joules'"),
         (["--fail", "lots"], "llem: 'lots': write METRIC:PCT"),
-        (["--alpha", "2"], "the significance level must be between 0 and 1"),
+        (["--alpha", "2"], "the significance level must be between 0 and 0.5"),
     ],
 )
 def test_compare_rejects_bad_thresholds(
@@ -322,3 +322,16 @@ def test_energy_over_other_devices_is_not_compared_but_speed_still_is() -> None:
     assert speed.outcome == "regressed"  # tokens/s does not depend on what the meter could see
     (same,) = baselines.judge_results(baseline, cycles(10.0, 50.0), thresholds, 0.05)
     assert [v.outcome for v in same.verdicts or []] == ["unchanged", "unchanged"]
+
+
+def test_compare_says_which_experiments_need_more_cycles_and_how_many(
+    runs_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_baseline(make_run(runs_dir, {"exp-a": TIGHT, "exp-b": (1.0, 1.3, 0.8)}))
+    run = make_run(runs_dir, {"exp-a": TIGHT, "exp-b": (1.05, 0.85, 1.25)})
+    assert main(["compare", "main", str(run)]) == 0  # inconclusive passes, as a gate item does
+    out = capsys.readouterr().out
+    assert f"{STUDY}::exp-a: energy_per_output_token_j: unchanged" in out
+    needing = out.split("inconclusive, more cycles would decide (1):\n", 1)[1].splitlines()[0]
+    assert needing.startswith(f"  {STUDY}::exp-b: energy_per_output_token_j: about ")
+    assert int(needing.split("about ")[1].split()[0]) > 3 and "cycles per side would likely decide it" in needing
