@@ -8,6 +8,7 @@ fixture alike, so both go through the same meters. Nothing heavy is imported unt
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .errors import MeasurementWarningError
 from .results.environment import Environment, capture_environment
 from .results.schema import Metrics
 from .runner.gaps import Pacer
+from .runner.gpu_memory import MemoryRelease
 
 
 @dataclass
@@ -34,6 +36,7 @@ class MeasurementSession:
     idle_baselines: IdleBaselines = field(default_factory=IdleBaselines)
     child_setup: list[str] = field(default_factory=list)  # import paths run first in every isolated child
     pacer: Pacer = field(default_factory=Pacer)
+    memory_release: MemoryRelease = field(default_factory=MemoryRelease)  # after a killed item, its GPU memory
     backends: set[str] = field(default_factory=set)  # of the collected items: what the forkserver preloads
     _environment: Environment | None = None
 
@@ -60,7 +63,7 @@ class MeasurementSession:
             )
         from .backends import factory_path
         from .runner.child import ChildJob
-        from .runner.isolation import run_in_child
+        from .runner.isolation import ChildFailure, run_in_child
 
         job = ChildJob(
             config=config,
@@ -72,7 +75,15 @@ class MeasurementSession:
             cache_dir=cache_dir,
             setup_paths=list(self.child_setup),
         )
-        metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds)
+        waited = self.memory_release.before_item()
+        if waited:
+            print(f"pytest-llem: {waited}", file=sys.stderr)  # in this item's captured log
+        try:
+            metrics, self.idle_baselines = run_in_child(job, execution.timeout_seconds)
+        except ChildFailure as failure:
+            self.memory_release.after_item(killed=failure.killed)
+            raise
+        self.memory_release.after_item(killed=False)
         return metrics
 
     def close(self) -> None:

@@ -27,7 +27,12 @@ STDERR_TAIL_LINES = 15
 
 
 class ChildFailure(LlemError):
-    """The child did not bring back a result: it timed out, was killed by a signal, exited, or raised."""
+    """The child did not bring back a result: it timed out, was killed by a signal, exited, or raised. ``killed``:
+    it did not end on its own terms (what it held on a GPU is freed only some time after)."""
+
+    def __init__(self, message: str, *, killed: bool = True) -> None:
+        super().__init__(message)
+        self.killed = killed
 
 
 def _signal_name(number: int) -> str:
@@ -96,7 +101,7 @@ def run_in_child(job: ChildJob, timeout_s: float | None) -> tuple[Metrics, IdleB
     if outcome is not None:
         sys.stderr.write(outcome.get("traceback", ""))  # the whole story, shown with the item's captured stderr
         where = f"\n  raised at {outcome['where']}" if outcome.get("where") else ""
-        raise ChildFailure(f"{outcome['message']}{where}")
+        raise ChildFailure(f"{outcome['message']}{where}", killed=False)
     code = process.exitcode
     tail = "\n  last lines of its stderr:\n    " + "\n    ".join(stderr_tail.splitlines()) if stderr_tail else ""
     if code is not None and code < 0:
