@@ -111,7 +111,8 @@ def bare(location: str, configs: list[dict[str, Any]], rounds: int) -> list[dict
     from pytest_llem.workload.prompts import load_prompts
 
     cuda_at_start = torch.cuda.is_initialized()
-    monitor = ZeusMonitor()  # every GPU and, where readable, RAPL: what the plugin's meter measures on one GPU
+    # GPU 0 (the model's) and, where readable, RAPL: what the plugin measures for a model placed on cuda:0
+    monitor = ZeusMonitor(gpu_indices=[0])
     monitor.begin_window("idle", sync_execution=False)  # no sync: CUDA is not started before the load
     time.sleep(IDLE_S)
     idle_w = total_j(monitor.end_window("idle", sync_execution=False)) / IDLE_S
