@@ -17,3 +17,11 @@ def llem_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(preset) if preset else tmp_path_factory.mktemp("llem-cache")
     os.environ["LLEM_CACHE_DIR"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_location(llem_cache_dir: Path) -> str:
+    """The folder of builtin:tiny-llama (a real tokenizer with a chat template), built once per session."""
+    from pytest_llem.workload.models import resolve_model
+
+    return resolve_model("builtin:tiny-llama", cache_dir=llem_cache_dir).location

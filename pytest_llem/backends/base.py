@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config.models import ExperimentConfig
+from ..workload.build import Workload
 from ..workload.models import ResolvedModel
 
 
@@ -39,8 +40,8 @@ class Backend(Protocol):
 
     def load(self, config: ExperimentConfig, model: ResolvedModel) -> None: ...
 
-    def prepare(self, prompts: list[str]) -> Any:
-        """Everything before the window that depends on the prompts (tokenising, batching)."""
+    def prepare(self, workload: Workload) -> Any:
+        """Everything before the window that depends on the prompts (tokenising, batching, per-prompt lengths)."""
         ...
 
     def warmup(self, prepared: Any, n_batches: int) -> None: ...

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.models import ExperimentConfig, PyTorchConfig
 from ..energy import cuda as cuda_devices
+from ..workload.build import Workload
 from ..workload.models import ResolvedModel
 from .base import GenerationResult, PeakMemory
 from .memory import PeakTracker
@@ -36,6 +37,7 @@ _GENERATE_OPTIONS = (
 class _Batch:
     encoding: Any  # BatchEncoding on the model's device
     input_tokens: int  # real tokens, padding excluded
+    output_lens: list[int] | None = None  # per row: exactly this many tokens (output_len: reference)
 
 
 @dataclass
@@ -63,6 +65,34 @@ def _step_clock_class() -> Any:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
     return StepClock
+
+
+@cache
+def _row_lengths_class() -> Any:
+    """A logits processor that makes each row of a batch generate exactly its own number of tokens: EOS is barred
+    before the row's length and forced right after it (the row then ends, as at a natural EOS)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class RowLengths(LogitsProcessor):
+        def __init__(self, prompt_len: int, lengths: list[int], eos_ids: set[int]) -> None:
+            self.prompt_len = prompt_len
+            self.lengths = torch.tensor(lengths)
+            self.eos = sorted(eos_ids)
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if not self.eos:
+                return scores
+            done = (input_ids.shape[1] - self.prompt_len) >= self.lengths.to(scores.device)
+            barred = scores[:, self.eos].masked_fill(~done[:, None], -float("inf"))
+            scores[:, self.eos] = barred
+            if bool(done.any()):
+                forced = torch.full_like(scores[done], -float("inf"))
+                forced[:, self.eos[0]] = 0.0
+                scores[done] = forced
+            return scores
+
+    return RowLengths
 
 
 class PyTorchBackend:
@@ -122,23 +152,26 @@ class PyTorchBackend:
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
 
     # --- prepare ---
-    def prepare(self, prompts: list[str]) -> list[_Batch]:
+    def prepare(self, workload: Workload) -> list[_Batch]:
+        """Tokenised as the vLLM backend tokenises (a templated prompt holds its special tokens already)."""
         assert self.config is not None
         size = self.config.batch_size
         batches = []
-        for start in range(0, len(prompts), size):
+        for start in range(0, len(workload.prompts), size):
             encoding = self.tokenizer(
-                prompts[start : start + size],
+                workload.prompts[start : start + size],
                 return_tensors="pt",
                 padding=True,
                 truncation=True,
                 max_length=self.config.max_input_tokens,
+                add_special_tokens=not workload.templated,
             )
             real = int(encoding["attention_mask"].sum())
-            batches.append(_Batch(encoding.to(self.model.device), real))
+            lens = workload.output_lens[start : start + size] if workload.output_lens is not None else None
+            batches.append(_Batch(encoding.to(self.model.device), real, lens))
         return batches
 
-    def _generate_kwargs(self) -> dict[str, Any]:
+    def _generate_kwargs(self, batch: _Batch | None = None) -> dict[str, Any]:
         assert self.config is not None
         decoder = self.config.decoder
         section = self.config.pytorch or PyTorchConfig()
@@ -149,6 +182,16 @@ class PyTorchBackend:
         }
         if decoder.min_new_tokens is not None:
             kwargs["min_new_tokens"] = min(decoder.min_new_tokens, self.config.max_output_tokens)
+        policy = self.config.dataset.output_policy
+        if isinstance(policy, int):  # exactly this many tokens, EOS or not
+            kwargs["max_new_tokens"] = kwargs["min_new_tokens"] = policy
+        elif batch is not None and batch.output_lens is not None:  # each row its reference length, EOS ignored
+            from transformers import LogitsProcessorList
+
+            prompt_len = batch.encoding["input_ids"].shape[1]
+            lengths = _row_lengths_class()(prompt_len, batch.output_lens, self._eos_ids)
+            kwargs["max_new_tokens"] = max(batch.output_lens)
+            kwargs["logits_processor"] = LogitsProcessorList([lengths])
         if decoder.greedy:
             kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
         else:
@@ -164,10 +207,10 @@ class PyTorchBackend:
     def warmup(self, prepared: list[_Batch], n_batches: int) -> None:
         import torch
 
-        kwargs = self._generate_kwargs()
         with torch.inference_mode():
             for i in range(n_batches):
-                self.model.generate(**prepared[i % len(prepared)].encoding, **kwargs)
+                batch = prepared[i % len(prepared)]
+                self.model.generate(**batch.encoding, **self._generate_kwargs(batch))
 
     # --- the window ---
     def synchronize(self) -> None:
@@ -185,12 +228,12 @@ class PyTorchBackend:
         from transformers import StoppingCriteriaList
 
         assert self.config is not None
-        kwargs = self._generate_kwargs()
+        batch_kwargs = [self._generate_kwargs(batch) for batch in prepared]  # built before the clock starts
         clock_class = _step_clock_class()
         torch.manual_seed(self.config.random_seed)
         generated = []
         with torch.inference_mode():
-            for batch in prepared:
+            for batch, kwargs in zip(prepared, batch_kwargs, strict=True):
                 clock = clock_class()
                 start = time.perf_counter()
                 output = self.model.generate(
@@ -212,8 +255,11 @@ class PyTorchBackend:
     def _account(self, result: GenerationResult, batch: _Batch, output: Any, start: float, steps: list[float]) -> None:
         prompt_len = batch.encoding["input_ids"].shape[1]
         result.input_tokens += batch.input_tokens
-        for row in output[:, prompt_len:].tolist():
+        caps: list[int | None] = [*batch.output_lens] if batch.output_lens else [None] * output.shape[0]
+        for row, cap in zip(output[:, prompt_len:].tolist(), caps, strict=True):
             length = next((i + 1 for i, token in enumerate(row) if token in self._eos_ids), len(row))
+            if cap is not None:  # a reference length: the EOS forced after it (or padding) is not output
+                length = min(length, cap)
             result.output_tokens += length
             if steps and length:
                 result.ttft_s.append(steps[0] - start)

@@ -20,6 +20,7 @@ from ..config.models import ExperimentConfig, VLLMConfig
 from ..config.platform import Platform, detect_platform
 from ..energy import cuda as cuda_devices
 from ..errors import LlemError
+from ..workload.build import Workload
 from ..workload.models import ResolvedModel
 from .base import GenerationResult, PeakMemory
 from .memory import PeakTracker
@@ -41,6 +42,12 @@ class VLLMModelError(LlemError):
 
 
 @dataclass
+class _Request:
+    prompt: dict[str, list[int]]  # vLLM's TokensPrompt
+    sampling: Any  # its SamplingParams (None under beam search)
+
+
+@dataclass
 class _Generated:
     outputs: list[Any]  # RequestOutput, or BeamSearchOutput under beam search
     prompt_tokens: list[int] = field(default_factory=list)  # per prompt (beam search outputs hold the prompt too)
@@ -51,7 +58,10 @@ def engine_kwargs(config: ExperimentConfig, location: str, platform: Platform) -
     enough for its prompts and outputs, per-request statistics on (TTFT), then the study's ``vllm.engine`` section and
     ``passthrough_kwargs`` as written."""
     section = config.vllm or VLLMConfig()
-    longest_output = max([config.max_output_tokens, *_requested_max_tokens(section)])
+    fixed = config.dataset.output_policy
+    longest_output = max(
+        [config.max_output_tokens, *_requested_max_tokens(section), *([fixed] if isinstance(fixed, int) else [])]
+    )
     kwargs: dict[str, Any] = {
         "model": location,
         "dtype": DTYPES[config.precision],  # never "auto": vLLM's auto picks bf16 for an fp32 checkpoint
@@ -81,6 +91,11 @@ def sampling_options(config: ExperimentConfig) -> dict[str, Any]:
     }
     if decoder.min_new_tokens is not None:
         options["min_tokens"] = min(decoder.min_new_tokens, config.max_output_tokens)
+    policy = config.dataset.output_policy
+    if isinstance(policy, int):  # exactly this many tokens: vLLM's benchmarks' way, EOS ignored
+        options.update(max_tokens=policy, ignore_eos=True)
+    elif policy == "reference":  # each request's max_tokens is its reference length (prepare)
+        options["ignore_eos"] = True
     if decoder.greedy:
         options["temperature"] = 0.0
     else:
@@ -158,15 +173,32 @@ class VLLMBackend:
             )
 
     # --- prepare ---
-    def prepare(self, prompts: list[str]) -> list[dict[str, list[int]]]:
-        """Tokenised and truncated as the pytorch backend does, so both engines see the same input tokens."""
+    def prepare(self, workload: Workload) -> list[_Request]:
+        """Tokenised and truncated as the pytorch backend does, so both engines see the same input tokens; with
+        reference lengths, each request its own ``max_tokens``."""
         assert self.config is not None
         tokenizer = self.llm.get_tokenizer()
-        encoded = tokenizer(prompts, truncation=True, max_length=self.config.max_input_tokens)
-        return [{"prompt_token_ids": list(ids)} for ids in encoded["input_ids"]]
+        encoded = tokenizer(
+            workload.prompts,
+            truncation=True,
+            max_length=self.config.max_input_tokens,
+            add_special_tokens=not workload.templated,
+        )
+        lengths: list[int | None] = [*workload.output_lens] if workload.output_lens else [None] * len(workload.prompts)
+        return [
+            _Request({"prompt_token_ids": list(ids)}, self._sampling_for(length))
+            for ids, length in zip(encoded["input_ids"], lengths, strict=True)
+        ]
+
+    def _sampling_for(self, max_tokens: int | None) -> Any:
+        if max_tokens is None or self._sampling is None:
+            return self._sampling
+        params = self._sampling.clone()
+        params.max_tokens = max_tokens
+        return params
 
     # --- warmup ---
-    def warmup(self, prepared: list[dict[str, list[int]]], n_batches: int) -> None:
+    def warmup(self, prepared: list[_Request], n_batches: int) -> None:
         size = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         for i in range(n_batches):
             start = (i * size) % len(prepared)
@@ -200,15 +232,16 @@ class VLLMBackend:
             return self._peak.read(True, note)
         return PeakMemory(None, "the model runs in vLLM's engine processes; their GPU memory is not read")
 
-    def generate(self, prepared: list[dict[str, list[int]]]) -> _Generated:
+    def generate(self, prepared: list[_Request]) -> _Generated:
         """The timed work: every prompt submitted at once (vLLM batches them itself). Nothing else."""
         return self._run(prepared)
 
-    def _run(self, prompts: list[dict[str, list[int]]]) -> _Generated:
+    def _run(self, requests: list[_Request]) -> _Generated:
+        prompts = [request.prompt for request in requests]
         if self._beam is not None:
             outputs = self.llm.beam_search(prompts, self._beam, use_tqdm=False)
         else:
-            outputs = self.llm.generate(prompts, self._sampling, use_tqdm=False)
+            outputs = self.llm.generate(prompts, [request.sampling for request in requests], use_tqdm=False)
         return _Generated(outputs, [len(p["prompt_token_ids"]) for p in prompts])
 
     def count(self, generated: _Generated) -> GenerationResult:

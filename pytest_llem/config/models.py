@@ -145,36 +145,88 @@ class EnergyConfig(_Strict):
         return _GPU_INDEX_LIST.validate_python(value)
 
 
-class DatasetConfig(_Strict):
-    """Prompts: a ``.jsonl`` file (``path``) or, without a path, the seeded synthetic generator."""
+DATASET_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+OutputLen = Literal["reference", "natural"] | Annotated[StrictInt, Field(ge=1)]
+_OUTPUT_LEN_NUMBER: TypeAdapter[int] = TypeAdapter(Annotated[StrictInt, Field(ge=1)])
 
+
+class DatasetConfig(_Strict):
+    """Prompts: ``name: synthetic`` (the seeded generator; the default), ``name: sharegpt`` (the ShareGPT V3
+    conversations vLLM's benchmarks use), or a local file (``path``, ``field``).
+
+    ``output_len`` — how many tokens each prompt generates: ``reference`` (its reference completion's length, EOS
+    ignored: sharegpt's default), ``natural`` (until EOS, capped by ``max_output_tokens``) or a number (exactly that
+    many); unset elsewhere: ``max_output_tokens`` and the ``decoder`` settings decide."""
+
+    name: Literal["synthetic", "sharegpt"] | None = None
     path: str | None = None
+    field: str | None = Field(None, min_length=1, description="file: the field holding each prompt")
     input_len: StrictInt = Field(64, ge=1, description="synthetic prompts: words per prompt")
-    seed: StrictInt | None = Field(None, description="synthetic prompts: seed (default: the experiment's random_seed)")
+    seed: StrictInt | None = Field(None, description="the sample's seed (default: the experiment's random_seed)")
+    output_len: OutputLen | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, data: Any) -> Any:
         if data == "synthetic":
             return {}
+        if data == "sharegpt":
+            return {"name": data}
         if isinstance(data, str):
             return {"path": data}
+        if isinstance(data, dict) and data.get("name") == "synthetic":  # one spelling of the default, one identity
+            return {key: value for key, value in data.items() if key != "name"}
         return data
+
+    @field_validator("output_len", mode="wrap")
+    @classmethod
+    def _policy_or_count(cls, value: Any, handler: Any) -> Any:
+        """One error naming what is allowed, not one per member of the union."""
+        if value is None or value in ("reference", "natural"):
+            return value
+        if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():  # '3' is refused as a number below
+            raise PydanticCustomError(
+                "output_len", "must be reference, natural or a number of tokens, not '{value}'", {"value": value}
+            )
+        return _OUTPUT_LEN_NUMBER.validate_python(value)
 
     @field_validator("path")
     @classmethod
-    def _jsonl_only(cls, value: str | None) -> str | None:
-        if value is not None and not value.endswith(".jsonl"):
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().endswith(DATASET_FILE_SUFFIXES):
             raise PydanticCustomError(
                 "dataset_path",
-                "expected a .jsonl file (or 'synthetic', or a mapping {input_len, seed}), got {value}",
-                {"value": repr(value)},
+                "expected sharegpt, synthetic, or a {suffixes} file, got {value}",
+                {"value": repr(value), "suffixes": "/".join(DATASET_FILE_SUFFIXES)},
             )
         return value
 
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if self.name is not None and self.path is not None:
+            raise PydanticCustomError("dataset_source", "give name or path, not both")
+        if self.field is not None and self.path is None:
+            raise PydanticCustomError("dataset_field", "field names the prompt field of a file: it needs path")
+        if self.output_len == "reference" and self.source != "sharegpt":
+            raise PydanticCustomError(
+                "dataset_output_len", "output_len: reference needs reference completions: only sharegpt has them"
+            )
+        return self
+
+    @property
+    def source(self) -> Literal["synthetic", "sharegpt", "file"]:
+        return "file" if self.path is not None else (self.name or "synthetic")
+
     @property
     def synthetic(self) -> bool:
-        return self.path is None
+        return self.source == "synthetic"
+
+    @property
+    def output_policy(self) -> OutputLen | None:
+        """``output_len`` in force: as written, else ``reference`` for sharegpt, else None (the decoder decides)."""
+        if self.output_len is not None:
+            return self.output_len
+        return "reference" if self.source == "sharegpt" else None
 
 
 class PyTorchConfig(_Strict):
@@ -315,6 +367,9 @@ class ExperimentConfig(_Strict):
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     passthrough_kwargs: dict[str, JsonValue] | None = None
+    chat_template: Literal["auto", "none"] = Field(
+        "auto", description="auto: each prompt as one user message through the tokenizer's chat template, if it has one"
+    )
 
     @field_validator("backend")
     @classmethod
@@ -333,6 +388,11 @@ class ExperimentConfig(_Strict):
             clashes = sorted(set(self.passthrough_kwargs) & set(type(self).model_fields))
             if clashes:
                 raise invalid_combination(f"passthrough_kwargs: repeats experiment fields {', '.join(clashes)}")
+        if self.dataset.output_policy is not None and self.decoder.min_new_tokens is not None:
+            raise invalid_combination(
+                f"decoder.min_new_tokens: dataset.output_len ({self.dataset.output_policy}) already decides how many "
+                "tokens each prompt generates"
+            )
         problem = precision_problem(self.backend, self.precision, _platform(info))
         if problem:
             raise invalid_combination(problem)
@@ -350,6 +410,8 @@ class ExperimentConfig(_Strict):
             return "decoder.min_new_tokens: vLLM's beam search cannot force a minimum length (use ignore_eos)"
         if self.decoder.repetition_penalty != 1.0:
             return "decoder.repetition_penalty: vLLM's beam search applies no repetition penalty"
+        if self.dataset.output_policy == "reference":
+            return "dataset.output_len: vLLM's beam search takes one length for every prompt, not each one's reference"
         return None
 
     @property

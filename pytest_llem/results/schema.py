@@ -106,6 +106,7 @@ class Metrics(EnergyMetrics):
     warmup_s: float | None = None
     unavailable: dict[str, str] = Field(default_factory=dict, description="metric → why it is null")
     sample_output: str | None = None
+    workload: str | None = Field(None, description="what the prompts were and how long the outputs, in words")
 
 
 class ItemResult(BaseModel):

@@ -17,8 +17,8 @@ from ..energy.meter import Meter
 from ..energy.opening import open_meter
 from ..errors import PhaseError
 from ..results.schema import EnergyMetrics, LatencyStats, Metrics
+from ..workload.build import build_workload, load_tokenizer
 from ..workload.models import resolve_model
-from ..workload.prompts import load_prompts
 
 BackendFactory = Callable[[str], Backend]
 
@@ -55,7 +55,7 @@ def run_experiment(
     with phase("model"):
         model = resolve_model(config.model, cache_dir=cache_dir, revision=revision)
     with phase("prompts"):
-        prompts = load_prompts(config.dataset, config.n, seed=config.random_seed, base_dir=study_dir)
+        workload = build_workload(config, load_tokenizer(config, model), base_dir=study_dir, cache_dir=cache_dir)
     idle: IdlePower | None = None
     if config.baseline.enabled:
         with phase("idle baseline"):  # before the model occupies the devices
@@ -64,7 +64,7 @@ def run_experiment(
         started = time.perf_counter()
         with phase("load"):
             backend.load(config, model)
-            prepared = backend.prepare(prompts)
+            prepared = backend.prepare(workload)
         loaded = time.perf_counter()
         with phase("warmup"):
             if config.warmup.enabled:
@@ -118,4 +118,5 @@ def run_experiment(
         warmup_s=warmed - loaded,
         unavailable=unavailable,
         sample_output=generation.sample_output,
+        workload=workload.description,
     )

@@ -15,7 +15,7 @@ from pytest_llem.config.models import ExperimentConfig
 from pytest_llem.errors import PhaseError
 from pytest_llem.runner.execute import run_experiment
 from pytest_llem.workload.models import resolve_model
-from pytest_llem.workload.prompts import load_prompts
+from pytest_llem.workload.prompts import synthetic_prompts
 
 
 def experiment(**overrides: object) -> ExperimentConfig:
@@ -49,7 +49,7 @@ def test_token_counts_are_real_tokens_without_padding(tiny, tmp_path: Path) -> N
         "the last prompt of the set",
     ]
     (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    config = experiment(dataset=str(tmp_path / "p.jsonl"))
+    config = experiment(dataset=str(tmp_path / "p.jsonl"), chat_template="none")
     metrics = run_experiment(config)
     expected_input = sum(len(tokenizer(p)["input_ids"]) for p in prompts)
     assert metrics.input_tokens == expected_input
@@ -136,9 +136,8 @@ def test_output_is_counted_up_to_the_first_eos(tiny) -> None:
 
 
 def test_synthetic_prompts_are_seeded() -> None:
-    config = experiment()
-    assert load_prompts(config.dataset, 3, seed=1) == load_prompts(config.dataset, 3, seed=1)
-    assert load_prompts(config.dataset, 3, seed=1) != load_prompts(config.dataset, 3, seed=2)
+    assert synthetic_prompts(3, 16, seed=1) == synthetic_prompts(3, 16, seed=1)
+    assert synthetic_prompts(3, 16, seed=1) != synthetic_prompts(3, 16, seed=2)
 
 
 @pytest.mark.parametrize(

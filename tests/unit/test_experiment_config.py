@@ -163,7 +163,7 @@ def test_dataset_mapping() -> None:
     assert dataset.seed == 3
 
 
-@pytest.mark.parametrize("value", ["prompts.txt", "aienergyscore", "x.json"])
+@pytest.mark.parametrize("value", ["prompts.txt", "aienergyscore", "x.yaml"])
 def test_dataset_non_jsonl_string_rejected(value: str) -> None:
     errors = errors_of(dataset=value)
     assert errors[0]["loc"][0] == "dataset"
