@@ -58,6 +58,10 @@ class Backend(Protocol):
         """The measured work and nothing else; returns raw outputs for ``count``."""
         ...
 
+    def prefill(self, prepared: Any) -> None:
+        """The same batches as ``generate``, one output token each: the prefill alone (``phases: true``)."""
+        ...
+
     def count(self, generated: Any) -> GenerationResult:
         """Token counts and latencies from ``generate``'s raw outputs, after the window has closed."""
         ...

@@ -242,6 +242,15 @@ class PyTorchBackend:
                 generated.append(_Generated(batch, output, start, clock.times))
         return generated
 
+    def prefill(self, prepared: list[_Batch]) -> None:
+        import torch
+
+        with torch.inference_mode():
+            for batch in prepared:
+                kwargs = self._generate_kwargs()  # no per-row lengths: one token each
+                kwargs.update(max_new_tokens=1, min_new_tokens=None)
+                self.model.generate(**batch.encoding, **kwargs)
+
     def count(self, generated: list[_Generated]) -> GenerationResult:
         """Tokens and latencies of a window, worked out after it closed."""
         result = GenerationResult(input_tokens=0, output_tokens=0)

@@ -236,6 +236,19 @@ class VLLMBackend:
         """The timed work: every prompt submitted at once (vLLM batches them itself). Nothing else."""
         return self._run(prepared)
 
+    def prefill(self, prepared: list[_Request]) -> None:
+        """Each prompt's prefill and its first token, computed afresh (the prefix cache would skip a repeat's)."""
+        self.llm.reset_prefix_cache()
+        one_token = [_Request(r.prompt, self._one_token(r.sampling)) for r in prepared]
+        self.llm.generate([r.prompt for r in one_token], [r.sampling for r in one_token], use_tqdm=False)
+
+    def _one_token(self, sampling: Any) -> Any:
+        from vllm import SamplingParams
+
+        params = sampling.clone() if sampling is not None else SamplingParams()
+        params.max_tokens, params.min_tokens = 1, 0
+        return params
+
     def _run(self, requests: list[_Request]) -> _Generated:
         prompts = [request.prompt for request in requests]
         if self._beam is not None:

@@ -370,6 +370,7 @@ class ExperimentConfig(_Strict):
     chat_template: Literal["auto", "none"] = Field(
         "auto", description="auto: each prompt as one user message through the tokenizer's chat template, if it has one"
     )
+    phases: bool = Field(False, description="also measure the prefill alone, and split energy and time by phase")
 
     @field_validator("backend")
     @classmethod

@@ -9,6 +9,8 @@ from .meter import GpuDevice
 
 # NVML refreshes its energy counter about every 100 ms (A100/H100): a shorter window may read 0 J or one stale step.
 GPU_COUNTER_PERIOD_S = 0.1
+# RAPL's counters move about every millisecond.
+RAPL_COUNTER_PERIOD_S = 0.001
 # Mean power counts as above the limit only beyond this margin: the limit is enforced on averages, and float noise in
 # energy / duration must not flag a GPU running exactly at its limit.
 POWER_LIMIT_TOLERANCE = 0.02

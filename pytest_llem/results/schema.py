@@ -107,6 +107,14 @@ class Metrics(EnergyMetrics):
     unavailable: dict[str, str] = Field(default_factory=dict, description="metric → why it is null")
     sample_output: str | None = None
     workload: str | None = Field(None, description="what the prompts were and how long the outputs, in words")
+    # phases: true
+    prefill_passes: int | None = Field(None, description="prefill passes in the prefill window (it lasts >= 1 s)")
+    prefill_duration_s: float | None = Field(None, description="one prefill pass: every batch, one output token")
+    decode_duration_s: float | None = Field(None, description="duration_s - prefill_duration_s")
+    prefill_energy_j: float | None = Field(None, description="energy of one prefill pass")
+    decode_energy_j: float | None = Field(None, description="energy_j - prefill_energy_j")
+    prefill_energy_per_input_token_j: float | None = Field(None, description="prefill_energy_j / input_tokens")
+    decode_energy_per_output_token_j: float | None = Field(None, description="decode_energy_j / output_tokens")
 
 
 class ItemResult(BaseModel):

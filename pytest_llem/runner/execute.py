@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..backends import get_backend
 from ..backends.base import Backend
@@ -19,6 +20,7 @@ from ..errors import PhaseError
 from ..results.schema import EnergyMetrics, LatencyStats, Metrics
 from ..workload.build import build_workload, load_tokenizer
 from ..workload.models import resolve_model
+from .phases import measure_prefill, split_phases
 
 BackendFactory = Callable[[str], Backend]
 
@@ -85,10 +87,18 @@ def run_experiment(
             reading = meter.end("generate")
             memory = backend.peak_memory()
             generation = backend.count(generated)
+        prefill = None
+        if config.phases:
+            with phase("prefill"):  # after the generate window, on the same loaded engine
+                prefill = measure_prefill(backend, prepared, meter)
     finally:
         backend.close()
 
     unavailable = dict(generation.unavailable) | reading.unavailable
+    phases: dict[str, Any] = {}
+    if prefill is not None:
+        phases, unclear = split_phases(reading, prefill, generation.input_tokens, generation.output_tokens)
+        unavailable |= unclear
     if memory.mb is None:
         unavailable["peak_memory_mb"] = memory.source
     if not generation.ttft_s:
@@ -119,4 +129,5 @@ def run_experiment(
         unavailable=unavailable,
         sample_output=generation.sample_output,
         workload=workload.description,
+        **phases,
     )

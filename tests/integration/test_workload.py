@@ -147,3 +147,14 @@ def test_a_missing_sharegpt_package_is_a_clear_failure(monkeypatch: pytest.Monke
     ):
         run_experiment(experiment(dataset="sharegpt"))
     sharegpt.conversations.cache_clear()
+
+
+def test_phases_measure_the_prefill_alone_and_split_the_window() -> None:
+    metrics = run_experiment(experiment(dataset={"input_len": 8, "output_len": 6}, phases=True))
+    assert metrics.prefill_passes is not None and metrics.prefill_duration_s is not None
+    assert metrics.prefill_passes * metrics.prefill_duration_s >= 1.0  # repeated until the counters can see it
+    assert metrics.decode_duration_s == pytest.approx(metrics.duration_s - metrics.prefill_duration_s)
+    if metrics.energy_j is None:  # a machine without counters: null, and why
+        assert metrics.prefill_energy_j is None and "prefill_energy_j" in metrics.unavailable
+    else:
+        assert metrics.prefill_energy_j is not None and metrics.prefill_energy_j > 0

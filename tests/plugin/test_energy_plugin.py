@@ -276,3 +276,21 @@ def test_failed_and_same_named_tests_keep_their_own_rows_and_warnings(pytester: 
         ]
     )
     result.stdout.re_match_lines([r"  TestB::test_run::gen cycle 1: window of 0 ms is shorter than"])
+
+
+def test_phases_split_the_energy_of_a_study_item_into_prefill_and_decode(pytester: pytest.Pytester) -> None:
+    """On a GPU drawing 150 W, each phase's energy is 150 W x its time: the prefill measured alone (repeated for a
+    second), decode the rest of the generate window, padded to 1 s here so that decode is well over the counters'
+    resolution however slow the machine's prefill."""
+    project(pytester, [150.0], FAST + "backend: padded\nbaseline: {enabled: false}\nphases: true\n")
+    conftest = pytester.path / "conftest.py"
+    conftest.write_text(conftest.read_text() + "\nWINDOW_S = 1.0\n")
+    result = pytester.runpytest("--llem-cycles=1", "--junitxml=out.xml")
+    result.assert_outcomes(passed=1)
+    m = results(pytester)[0]["metrics"]
+    assert m["prefill_passes"] * m["prefill_duration_s"] >= 1.0
+    assert m["prefill_energy_j"] == pytest.approx(150.0 * m["prefill_duration_s"], rel=0.05, abs=0.5)
+    assert m["decode_energy_j"] == pytest.approx(150.0 * m["decode_duration_s"], rel=0.05)
+    assert m["decode_energy_j"] + m["prefill_energy_j"] == pytest.approx(m["energy_j"])
+    assert m["prefill_energy_per_input_token_j"] == pytest.approx(m["prefill_energy_j"] / m["input_tokens"])
+    assert m["decode_energy_per_output_token_j"] == pytest.approx(m["decode_energy_j"] / m["output_tokens"])

@@ -33,6 +33,7 @@ decoder: {{preset: deterministic, min_new_tokens: {OUTPUT_TOKENS}}}
 warmup: {{n_warmup: 1}}
 baseline: {{enabled: false}}
 vllm: {{sampling: {{ignore_eos: true}}}}  # with min_tokens: exactly max_output_tokens per prompt
+phases: true
 """
 
 
@@ -64,6 +65,13 @@ def test_vllm_runs_beside_pytorch_with_real_token_counts_and_timings(pytester: p
     results = results_of(pytester.path / "out.json")
     by_backend = {b: [r for r in results if r["backend"] == b] for b in ("pytorch", "vllm")}
     assert [len(rs) for rs in by_backend.values()] == [2, 2]
+    for r in results:  # both engines measured their prefill alone, in a window of at least a second
+        m = r["metrics"]
+        assert m["prefill_passes"] >= 1 and m["prefill_passes"] * m["prefill_duration_s"] >= 1.0
+        assert 0 < m["prefill_duration_s"] < m["duration_s"]
+        assert m["decode_duration_s"] == pytest.approx(m["duration_s"] - m["prefill_duration_s"])
+        assert (m["prefill_energy_j"] is None) == (m["energy_j"] is None)  # null, with the reason, only unmeasured
+        assert m["prefill_energy_j"] is not None or m["unavailable"]["prefill_energy_j"]
     for r in by_backend["vllm"]:
         m = r["metrics"]
         assert m["output_tokens"] == 4 * OUTPUT_TOKENS  # min_tokens + ignore_eos: exactly the requested length
