@@ -394,11 +394,6 @@ def tag_report(item: pytest.Item, report: pytest.TestReport, announced: set[str]
         report.user_properties.append((STUDY_PROPERTY, json.dumps(dataclasses.asdict(item.overview))))
 
 
-def experiment_backends(items: list[pytest.Item]) -> set[str]:
-    """The backends the collected study items run on."""
-    return {item.experiment.backend for item in items if isinstance(item, ExperimentItem)}
-
-
 def record_report(results: SessionResults, report: pytest.TestReport) -> list[ItemResult]:
     """Take an item's results (or failure) out of its report; the same path serves reports from xdist workers.
 

@@ -37,7 +37,6 @@ class MeasurementSession:
     child_setup: list[str] = field(default_factory=list)  # import paths run first in every isolated child
     pacer: Pacer = field(default_factory=Pacer)
     memory_release: MemoryRelease = field(default_factory=MemoryRelease)  # after a killed item, its GPU memory
-    backends: set[str] = field(default_factory=set)  # of the collected items: what the forkserver preloads
     _environment: Environment | None = None
 
     def fixture_meter(self) -> Meter:

@@ -20,7 +20,6 @@ from .items import (
     EFFECTIVE_EXECUTION_DEFAULTS,
     StudyFile,
     check_execution_options,
-    experiment_backends,
     is_study_file,
     measurement_session,
     record_report,
@@ -294,7 +293,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     runs.register_items(session.config, session.items)
-    session.config.stash[measurement_key].backends = experiment_backends(session.items)
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:

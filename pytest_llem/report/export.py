@@ -10,7 +10,7 @@ from typing import Any
 from ..results.gate import verdict_record, worst
 from ..results.schema import SCHEMA_VERSION, ItemResult
 from ..results.session import SUMMARY_METRICS, SessionResults
-from .table import columns_for
+from .table import columns_for, workload_line
 
 
 def json_document(session: SessionResults, run_id: str | None) -> dict[str, Any]:
@@ -116,8 +116,9 @@ def markdown_text(session: SessionResults, run_id: str | None) -> str:
         rows = session.summarise(study)
         if not rows:
             continue
-        columns = columns_for(study, session)
+        columns = columns_for(study, session, rows)
         lines += ["", f"### {session.title(study)}", ""]
+        lines += [item for line in workload_line(study, session) for item in (line, "")]
         lines.append("| " + " | ".join(name for name, _ in columns) + " |")
         lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
         lines += ["| " + " | ".join(render(row).replace("|", "\\|") for _, render in columns) + " |" for row in rows]

@@ -69,8 +69,23 @@ def verdict_columns(study: str, session: SessionResults) -> list[Column]:
     return [(f"vs {session.baseline_name}", change), ("verdict", outcome)]
 
 
-def columns_for(study: str, session: SessionResults) -> list[Column]:
-    return COLUMNS + verdict_columns(study, session)
+# With phases: true, the prefill alone (one pass over the prompts) and the energy of each phase per token.
+PHASE_COLUMNS: list[Column] = [
+    ("prefill ms", lambda r: _mean(r.metrics["prefill_duration_s"], scale=1000)),
+    ("prefill J/in-tok", lambda r: _mean_ci(r.metrics["prefill_energy_per_input_token_j"], digits=None)),
+    ("decode J/tok", lambda r: _mean_ci(r.metrics["decode_energy_per_output_token_j"], digits=None)),
+]
+
+
+def columns_for(study: str, session: SessionResults, rows: list[ExperimentSummary] | None = None) -> list[Column]:
+    phased = any(row.metrics["prefill_duration_s"].n for row in rows or [])
+    return COLUMNS + (PHASE_COLUMNS if phased else []) + verdict_columns(study, session)
+
+
+def workload_line(study: str, session: SessionResults) -> list[str]:
+    """What the study's prompts were (as its results say), above its table."""
+    described = dict.fromkeys(r.metrics.workload for r in session.results if r.study == study and r.metrics.workload)
+    return [f"workload: {'; '.join(described)}"] if described else []
 
 
 def render_rows(rows: list[ExperimentSummary], columns: list[Column] = COLUMNS) -> list[str]:
@@ -85,9 +100,9 @@ def render_rows(rows: list[ExperimentSummary], columns: list[Column] = COLUMNS) 
 
 
 def render_study(overview: StudyOverview, session: SessionResults) -> list[str]:
-    lines = [overview.header_line() + f", order {overview.cycle_order}"]
+    lines = [overview.header_line() + f", order {overview.cycle_order}", *workload_line(overview.path, session)]
     rows = session.summarise(overview.path)
-    lines += render_rows(rows, columns_for(overview.path, session)) if rows else ["(no experiment ran)"]
+    lines += render_rows(rows, columns_for(overview.path, session, rows)) if rows else ["(no experiment ran)"]
     if overview.skipped:
         lines.append(f"skipped configs ({len(overview.skipped)}):")
         lines += [f"  {label}: {reason}" for label, reason in overview.skipped]
@@ -96,7 +111,7 @@ def render_study(overview: StudyOverview, session: SessionResults) -> list[str]:
 
 def render_fixture_group(study: str, session: SessionResults) -> list[str]:
     rows = session.summarise(study)
-    return [session.title(study), *render_rows(rows, columns_for(study, session))]
+    return [session.title(study), *render_rows(rows, columns_for(study, session, rows))]
 
 
 def render_footer(session: SessionResults) -> list[str]:

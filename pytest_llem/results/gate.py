@@ -38,6 +38,13 @@ DIRECTION: dict[str, int] = {
     "itl_s.p50": 1,
     "peak_memory_mb": 1,
     "tokens_per_s": -1,
+    # phases: true
+    "prefill_energy_j": 1,
+    "decode_energy_j": 1,
+    "prefill_energy_per_input_token_j": 1,
+    "decode_energy_per_output_token_j": 1,
+    "prefill_duration_s": 1,
+    "decode_duration_s": 1,
 }
 DEFAULT_ALPHA = 0.05
 # A cycle is set aside when it is both this factor off its side's median and beyond OUTLIER_Z robust z-scores (scaled
@@ -47,12 +54,24 @@ OUTLIER_Z = 3.5
 MAX_CYCLES_SAID = 1000  # beyond this a projection of the cycles needed says "more than"
 DEFAULT_METRIC = "energy_per_output_token_j"
 # Sums over the measured devices: comparable only when both sides measured the same ones.
-ENERGY_METRICS = frozenset({"energy_j", "energy_per_output_token_j", "mean_power_w", "energy_adjusted_j"})
+ENERGY_METRICS = frozenset(
+    {
+        "energy_j",
+        "energy_per_output_token_j",
+        "mean_power_w",
+        "energy_adjusted_j",
+        "prefill_energy_j",
+        "decode_energy_j",
+        "prefill_energy_per_input_token_j",
+        "decode_energy_per_output_token_j",
+    }
+)
 FALLBACK_METRIC = "tokens_per_s"  # when neither side measured energy
 OUTCOMES = ("regressed", "inconclusive", "improved", "unchanged", "not measured")  # worst first
 DECIDED = frozenset({"regressed", "improved", "unchanged"})
 UNITS = {"energy_per_output_token_j": "J/tok", "energy_j": "J", "mean_power_w": "W",
-         "tokens_per_s": "tok/s", "peak_memory_mb": "MB"}  # fmt: skip
+         "tokens_per_s": "tok/s", "peak_memory_mb": "MB", "prefill_energy_j": "J", "decode_energy_j": "J",
+         "prefill_energy_per_input_token_j": "J/in-tok", "decode_energy_per_output_token_j": "J/tok"}  # fmt: skip
 
 
 class ThresholdError(ValueError):

@@ -22,6 +22,9 @@ SUMMARY_METRICS = (
     "energy_j",
     "energy_per_output_token_j",
     "mean_power_w",
+    "prefill_duration_s",  # phases: true
+    "prefill_energy_per_input_token_j",
+    "decode_energy_per_output_token_j",
 )
 
 

@@ -294,3 +294,9 @@ def test_phases_split_the_energy_of_a_study_item_into_prefill_and_decode(pyteste
     assert m["decode_energy_j"] + m["prefill_energy_j"] == pytest.approx(m["energy_j"])
     assert m["prefill_energy_per_input_token_j"] == pytest.approx(m["prefill_energy_j"] / m["input_tokens"])
     assert m["decode_energy_per_output_token_j"] == pytest.approx(m["decode_energy_j"] / m["output_tokens"])
+    result.stdout.re_match_lines(
+        [
+            r"workload: synthetic \(64 words, seed 42\), chat template, at least 4, at most 4 output tokens$",
+            r"experiment .* mean W\s+prefill ms\s+prefill J/in-tok\s+decode J/tok$",
+        ]
+    )

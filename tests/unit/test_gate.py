@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_llem.results.gate import Verdict, compare, outliers
+from pytest_llem.results.gate import Threshold, Verdict, compare, outliers
 
 NOISY_BASE = [1.00, 1.02, 0.98, 1.01, 0.99]
 
@@ -35,6 +35,14 @@ def test_direction_is_known_per_metric() -> None:
     assert compare("energy_j", NOISY_BASE, scaled(NOISY_BASE, 0.9), 5).outcome == "improved"
     with pytest.raises(ValueError, match="no known direction for 'colour'"):
         compare("colour", NOISY_BASE, NOISY_BASE, 5)
+
+
+@pytest.mark.parametrize(
+    "metric", ["prefill_energy_per_input_token_j", "decode_energy_per_output_token_j", "decode_duration_s"]
+)
+def test_the_phase_metrics_can_be_gated(metric: str) -> None:
+    assert Threshold.parse(f"{metric}:5%").metric == metric
+    assert compare(metric, NOISY_BASE, scaled(NOISY_BASE, 1.10), 5).outcome == "regressed"
 
 
 def test_unchanged_needs_the_whole_interval_within_the_threshold() -> None:
