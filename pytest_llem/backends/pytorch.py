@@ -83,7 +83,10 @@ def _row_lengths_class() -> Any:
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
             if not self.eos:
                 return scores
-            done = (input_ids.shape[1] - self.prompt_len) >= self.lengths.to(scores.device)
+            lengths = self.lengths.to(scores.device)
+            if scores.shape[0] != lengths.shape[0]:  # beam search: each prompt's beams are consecutive rows
+                lengths = lengths.repeat_interleave(scores.shape[0] // lengths.shape[0])
+            done = (input_ids.shape[1] - self.prompt_len) >= lengths
             barred = scores[:, self.eos].masked_fill(~done[:, None], -float("inf"))
             scores[:, self.eos] = barred
             if bool(done.any()):

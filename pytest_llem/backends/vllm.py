@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,11 @@ def beam_options(config: ExperimentConfig) -> dict[str, Any] | None:
         return None
     temperature = 0.0 if config.decoder.greedy else config.decoder.temperature
     options: dict[str, Any] = {"beam_width": 1, "max_tokens": config.max_output_tokens, "temperature": temperature}
+    policy = config.dataset.output_policy
+    if isinstance(policy, int):  # exactly this many tokens (reference lengths are refused with beam search)
+        options.update(max_tokens=policy, ignore_eos=True)
+    elif policy == "natural":
+        options["ignore_eos"] = False
     options.update(section.beam_search.model_dump(exclude_none=True))  # early_stopping is refused at validation
     return options
 
@@ -204,7 +210,7 @@ class VLLMBackend:
             start = (i * size) % len(prepared)
             self._run(prepared[start : start + size])
         # The warmup's prompts sit in the prefix cache; the window must compute its prefills as a cold run would.
-        self.llm.reset_prefix_cache()
+        self._reset_prefix_cache()
 
     # --- the window ---
     def synchronize(self) -> None:
@@ -238,9 +244,18 @@ class VLLMBackend:
 
     def prefill(self, prepared: list[_Request]) -> None:
         """Each prompt's prefill and its first token, computed afresh (the prefix cache would skip a repeat's)."""
-        self.llm.reset_prefix_cache()
+        self._reset_prefix_cache()
         one_token = [_Request(r.prompt, self._one_token(r.sampling)) for r in prepared]
         self.llm.generate([r.prompt for r in one_token], [r.sampling for r in one_token], use_tqdm=False)
+
+    def _reset_prefix_cache(self) -> None:
+        """vLLM refuses (returns False) while blocks are still held: then a measured prefill would come from the
+        cache. Asked again once after a moment; a second refusal fails the item rather than measure the cache."""
+        if self.llm.reset_prefix_cache():
+            return
+        time.sleep(0.5)
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not reset its prefix cache: the prefills would be measured from the cache")
 
     def _one_token(self, sampling: Any) -> Any:
         from vllm import SamplingParams

@@ -389,11 +389,20 @@ class ExperimentConfig(_Strict):
             clashes = sorted(set(self.passthrough_kwargs) & set(type(self).model_fields))
             if clashes:
                 raise invalid_combination(f"passthrough_kwargs: repeats experiment fields {', '.join(clashes)}")
-        if self.dataset.output_policy is not None and self.decoder.min_new_tokens is not None:
+        policy = self.dataset.output_policy
+        if policy is not None and self.decoder.min_new_tokens is not None:
             raise invalid_combination(
-                f"decoder.min_new_tokens: dataset.output_len ({self.dataset.output_policy}) already decides how many "
-                "tokens each prompt generates"
+                f"decoder.min_new_tokens: dataset.output_len ({policy}) already decides how many tokens each prompt "
+                "generates"
             )
+        if policy is not None and self.vllm is not None:
+            for section, key in (("sampling", "max_tokens"), ("sampling", "min_tokens"), ("sampling", "ignore_eos"),
+                                 ("beam_search", "max_tokens"), ("beam_search", "ignore_eos")):  # fmt: skip
+                if getattr(getattr(self.vllm, section), key, None) is not None:
+                    raise invalid_combination(
+                        f"vllm.{section}.{key}: dataset.output_len ({policy}) already decides how many tokens each "
+                        "prompt generates"
+                    )
         problem = precision_problem(self.backend, self.precision, _platform(info))
         if problem:
             raise invalid_combination(problem)

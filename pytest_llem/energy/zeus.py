@@ -41,15 +41,15 @@ class _FoundGpus:
 def _find_gpus() -> _FoundGpus:
     """Zeus's GPU manager, or why there is none."""
     named = _named_by_id()
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() == "-1"  # the user hid them: nothing is missing
     try:
         gpus = zeus_gpu.get_gpus()
     except ZeusGPUInitError as exc:
         if "NVML and AMDSMI unavailable" in str(exc):
             return _FoundGpus(None, "no NVIDIA/AMD GPU (neither NVML nor AMD SMI is available)")
-        return _FoundGpus(None, named or f"no usable NVIDIA/AMD GPU ({exc})", unopened=True)
+        return _FoundGpus(None, named or f"no usable NVIDIA/AMD GPU ({exc})", unopened=not hidden)
     except (ZeusBaseGPUError, ValueError, ImportError) as exc:
         # e.g. a GPU-<uuid> in CUDA_VISIBLE_DEVICES, a driver/library mismatch, a foreign pynvml package
-        hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() == "-1"
         problem = named or f"Zeus could not open the GPUs ({type(exc).__name__}: {exc})"
         return _FoundGpus(None, problem, unopened=not hidden)
     if len(gpus) == 0:
@@ -72,8 +72,9 @@ def _named_by_id() -> str | None:
 
 @contextlib.contextmanager
 def _without_gpus() -> Iterator[None]:
-    """The monitor opens the GPUs again and would fail as ``_find_gpus`` did, taking the CPUs with them; with
-    CUDA_VISIBLE_DEVICES empty for that moment Zeus takes it as "no GPU" and the CPUs are still measured."""
+    """The monitor opens the GPUs again and would fail as ``_find_gpus`` did (a UUID, a MIG id, ``-1``), taking the
+    CPUs with them; with CUDA_VISIBLE_DEVICES empty for that moment Zeus takes it as "no GPU" and the CPUs are still
+    measured."""
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
@@ -182,7 +183,7 @@ class ZeusMeter:
         # Before the monitor and outside every window: a wrap is counted from the first read Zeus makes.
         counting = cpus is not None and start_counting(cpus)
         try:
-            with _without_gpus() if found.unopened else contextlib.nullcontext():
+            with _without_gpus() if gpus is None else contextlib.nullcontext():
                 monitor = ZeusMonitor(gpu_indices=selected, cpu_indices=None if cpus is not None else [])
         except (ZeusBaseGPUError, ZeusBaseCPUError, ValueError, ImportError, RuntimeError) as exc:
             if counting:

@@ -114,7 +114,9 @@ class Metrics(EnergyMetrics):
     prefill_energy_j: float | None = Field(None, description="energy of one prefill pass")
     decode_energy_j: float | None = Field(None, description="energy_j - prefill_energy_j")
     prefill_energy_per_input_token_j: float | None = Field(None, description="prefill_energy_j / input_tokens")
-    decode_energy_per_output_token_j: float | None = Field(None, description="decode_energy_j / output_tokens")
+    decode_energy_per_output_token_j: float | None = Field(
+        None, description="decode_energy_j / the tokens decode made (output_tokens less each sequence's first)"
+    )
 
 
 class ItemResult(BaseModel):

@@ -58,6 +58,9 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
     os.close(fd)
     os.environ.clear()  # the forkserver's environment is from when it started; the item's is now
     os.environ.update(job.environ)
+    # CUDA numbers GPUs fastest first by default, NVML (Zeus, the meter) by PCI bus: on a host with mixed GPUs
+    # "cuda:0" would not be the GPU the meter reads as 0. Set before anything starts CUDA, unless the user chose.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     outcome: dict[str, Any]
     meter = None
     try:

@@ -97,7 +97,10 @@ def run_experiment(
     unavailable = dict(generation.unavailable) | reading.unavailable
     phases: dict[str, Any] = {}
     if prefill is not None:
-        phases, unclear = split_phases(reading, prefill, generation.input_tokens, generation.output_tokens)
+        sequences = config.n * _completions_per_prompt(config)
+        phases, unclear = split_phases(
+            reading, prefill, generation.input_tokens, generation.output_tokens, first_tokens=sequences
+        )
         unavailable |= unclear
     if memory.mb is None:
         unavailable["peak_memory_mb"] = memory.source
@@ -131,3 +134,9 @@ def run_experiment(
         workload=workload.description,
         **phases,
     )
+
+
+def _completions_per_prompt(config: ExperimentConfig) -> int:
+    """vLLM's ``sampling.n`` (parallel sampling); one everywhere else (beam search returns its best)."""
+    sampling = config.vllm.sampling if config.vllm is not None else None
+    return sampling.n if sampling is not None and sampling.n else 1

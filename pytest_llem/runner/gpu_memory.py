@@ -52,10 +52,13 @@ def _visible_handles(pynvml: Any) -> list[Any]:
         return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
     handles = []
     for entry in (e.strip() for e in visible.split(",")):
-        if entry.isdigit():
-            handles.append(pynvml.nvmlDeviceGetHandleByIndex(int(entry)))
-        elif entry.startswith("GPU-"):
-            handles.append(pynvml.nvmlDeviceGetHandleByUUID(entry))
+        try:
+            if entry.isdigit():
+                handles.append(pynvml.nvmlDeviceGetHandleByIndex(int(entry)))
+            elif entry.startswith("GPU-"):
+                handles.append(pynvml.nvmlDeviceGetHandleByUUID(entry))
+        except pynvml.NVMLError:
+            continue  # an entry NVML cannot resolve (a shortened UUID): the others are still watched
     return handles
 
 

@@ -52,11 +52,13 @@ def measure_prefill(
 
 
 def split_phases(
-    generate: Reading, prefill: PrefillReading, input_tokens: int, output_tokens: int
+    generate: Reading, prefill: PrefillReading, input_tokens: int, output_tokens: int, first_tokens: int
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The phase fields of ``Metrics``, and why any of them is null."""
+    """The phase fields of ``Metrics``, and why any of them is null. ``first_tokens``: one per sequence, made by the
+    prefill (a decode step makes each of the others)."""
     unavailable: dict[str, str] = {}
     passes = prefill.passes
+    decode_tokens = output_tokens - first_tokens
     prefill_s = prefill.reading.duration_s / passes
     decode_s: float | None = generate.duration_s - prefill_s
     if decode_s is not None and decode_s <= 0:
@@ -85,10 +87,12 @@ def split_phases(
         "prefill_energy_per_input_token_j": prefill_j / input_tokens
         if prefill_j is not None and input_tokens
         else None,
-        "decode_energy_per_output_token_j": decode_j / output_tokens
-        if decode_j is not None and output_tokens
-        else None,
+        "decode_energy_per_output_token_j": (
+            decode_j / decode_tokens if decode_j is not None and decode_tokens > 0 else None
+        ),
     }
+    if decode_j is not None and decode_tokens <= 0:
+        unavailable["decode_energy_per_output_token_j"] = "no decode step: every sequence ended at its first token"
     for name in ("prefill_energy_per_input_token_j", "decode_energy_per_output_token_j"):
         source = "prefill_energy_j" if name.startswith("prefill") else "decode_energy_j"
         if fields[name] is None and source in unavailable:

@@ -4,12 +4,15 @@ engines see the same input tokens."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config.models import ExperimentConfig
+from ..errors import DatasetError
 from . import sharegpt
 from .models import ResolvedModel
 from .prompts import dataset_path, file_prompts, synthetic_prompts
@@ -29,30 +32,17 @@ def build_workload(
     """``config``'s prompts through ``tokenizer``'s chat template (``chat_template: auto`` and it has one)."""
     dataset = config.dataset
     seed = dataset.seed if dataset.seed is not None else config.random_seed
-    templated = config.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
-
-    def as_seen(prompt: str) -> str:
-        if not templated:
-            return prompt
-        rendered: str = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        return rendered
-
+    view = _View(tokenizer, config.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None)))
     references: list[int] | None = None
     if dataset.source == "sharegpt":
         policy = dataset.output_policy
-        fixed = policy if isinstance(policy, int) else None
-        limits = sharegpt.Limits(config.max_input_tokens, config.max_output_tokens, fixed)
-        pairs = sharegpt.sample(
-            config.n,
-            seed,
-            limits,
-            count_tokens=lambda text: len(tokenizer(text, verbose=False).input_ids),
-            seen_tokens=lambda text: _token_count(tokenizer, as_seen(text), templated=templated),
-            cache_key=_tokenizer_key(tokenizer, templated),
-            cache_dir=cache_dir,
+        limits = sharegpt.Limits(
+            config.max_input_tokens,
+            config.max_output_tokens,
+            fixed_output_len=policy if isinstance(policy, int) else None,
+            reference_output=policy == "reference",
         )
+        pairs = _sharegpt_pairs(view, config.n, seed, limits, cache_dir)
         raw = [prompt for prompt, _ in pairs]
         references = [length for _, length in pairs] if policy == "reference" else None
         described = f"sharegpt (seed {seed})"
@@ -63,14 +53,76 @@ def build_workload(
     else:
         raw = synthetic_prompts(config.n, dataset.input_len, seed)
         described = f"synthetic ({dataset.input_len} words, seed {seed})"
-    if templated:  # cut the user's text, not the template's end (the generation prompt): it must fit whole
-        raw = _fit(raw, tokenizer, config.max_input_tokens - _token_count(tokenizer, as_seen(""), templated=True))
+    if view.templated:  # cut the user's text, not the template's end (the generation prompt): it must fit whole
+        raw = [view.fit(prompt, config.max_input_tokens) for prompt in raw]
     return Workload(
-        prompts=[as_seen(prompt) for prompt in raw],
-        templated=templated,
+        prompts=[view.as_seen(prompt) for prompt in raw],
+        templated=view.templated,
         output_lens=references,
-        description=f"{described}, {'chat template' if templated else 'raw text'}, {_lengths(config)}",
+        description=f"{described}, {'chat template' if view.templated else 'raw text'}, {_lengths(config)}",
     )
+
+
+@dataclass(frozen=True)
+class _View:
+    """A prompt as the model sees it: through the chat template (``templated``) or as it is."""
+
+    tokenizer: Any
+    templated: bool
+
+    def as_seen(self, prompt: str) -> str:
+        if not self.templated:
+            return prompt
+        rendered: str = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        return rendered
+
+    def raw_tokens(self, text: str) -> int:
+        """As vLLM's sampler counts: the text alone, with the tokenizer's special tokens."""
+        return len(self.tokenizer(text, verbose=False).input_ids)
+
+    def seen_tokens(self, prompt: str) -> int:
+        """What the backends feed the model (a rendered template holds its special tokens already)."""
+        return len(self.tokenizer(self.as_seen(prompt), add_special_tokens=not self.templated, verbose=False).input_ids)
+
+    def fit(self, prompt: str, max_tokens: int) -> str:
+        """``prompt`` cut in its own text until, through the template, it fits ``max_tokens``."""
+        if self.seen_tokens(prompt) <= max_tokens:
+            return prompt
+        room = max_tokens - self.seen_tokens("")
+        if room < 1:
+            raise DatasetError(
+                f"max_input_tokens {max_tokens} leaves no room for a prompt: the chat template alone takes "
+                f"{self.seen_tokens('')} tokens (raise max_input_tokens, or chat_template: none)"
+            )
+        ids = self.tokenizer(prompt, add_special_tokens=False, verbose=False).input_ids
+        keep = min(room, len(ids))
+        cut = self.tokenizer.decode(ids[:keep])
+        while keep > 1 and self.seen_tokens(cut) > max_tokens:  # decoding and encoding again may add a token
+            keep -= 1
+            cut = self.tokenizer.decode(ids[:keep])
+        return cut
+
+
+def _sharegpt_pairs(
+    view: _View, n: int, seed: int, limits: sharegpt.Limits, cache_dir: Path | None
+) -> list[tuple[str, int]]:
+    """The sample, from the disk cache; on a miss it is drawn in a process of its own (spawned), so the parsed file
+    (~170 MiB that CPython does not give back) never sits in the item's process and in its peak memory."""
+    key = _tokenizer_key(view.tokenizer, view.templated)
+    if cache_dir is not None and not sharegpt.is_cached(n, seed, limits, key, cache_dir):
+        drawer = multiprocessing.get_context("spawn").Process(
+            target=_draw_into_cache, args=(view, n, seed, limits, key, cache_dir), name="pytest-llem-sharegpt"
+        )
+        drawer.start()
+        drawer.join()  # a failure (too few conversations, no package) is drawn again below, and said there
+    return sharegpt.sample(n, seed, limits, view.raw_tokens, view.seen_tokens, key, cache_dir)
+
+
+def _draw_into_cache(view: _View, n: int, seed: int, limits: sharegpt.Limits, key: str, cache_dir: Path) -> None:
+    with contextlib.suppress(Exception):  # a failure is told by the item's own draw, with its reason
+        sharegpt.sample(n, seed, limits, view.raw_tokens, view.seen_tokens, key, cache_dir)
 
 
 def _lengths(config: ExperimentConfig) -> str:
@@ -86,30 +138,20 @@ def _lengths(config: ExperimentConfig) -> str:
     return f"{floor}at most {config.max_output_tokens} output tokens"
 
 
-def _token_count(tokenizer: Any, text: str, *, templated: bool) -> int:
-    return len(tokenizer(text, add_special_tokens=not templated, verbose=False).input_ids)
-
-
-def _fit(prompts: list[str], tokenizer: Any, budget: int) -> list[str]:
-    """Each prompt cut to ``budget`` tokens (at least one)."""
-    fitted = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False, verbose=False).input_ids
-        fitted.append(tokenizer.decode(ids[: max(budget, 1)]) if len(ids) > budget else prompt)
-    return fitted
-
-
 def load_tokenizer(config: ExperimentConfig, model: ResolvedModel) -> Any:
     """The model's tokenizer as the backends load it (revision and remote code as the experiment says)."""
     from transformers import AutoTokenizer
 
-    options: dict[str, Any] = {}
-    if config.pytorch is not None:
+    source, options = model.location, {}
+    if config.backend == "vllm":  # as vLLM picks its tokenizer: engine options, then passthrough_kwargs
+        engine = config.vllm.engine.model_dump(exclude_none=True) if config.vllm and config.vllm.engine else {}
+        engine.update(config.passthrough_kwargs or {})
+        source = str(engine.get("tokenizer") or model.location)
+        revision = engine.get("tokenizer_revision") or engine.get("revision")
+        options = {"revision": revision, "trust_remote_code": engine.get("trust_remote_code")}
+    elif config.pytorch is not None:
         options = {"revision": config.pytorch.revision, "trust_remote_code": config.pytorch.trust_remote_code}
-    elif config.vllm is not None and config.vllm.engine is not None:
-        engine = config.vllm.engine.model_dump(exclude_none=True)
-        options = {"revision": engine.get("tokenizer_revision"), "trust_remote_code": engine.get("trust_remote_code")}
-    return AutoTokenizer.from_pretrained(model.location, **{k: v for k, v in options.items() if v is not None})
+    return AutoTokenizer.from_pretrained(source, **{k: v for k, v in options.items() if v is not None})
 
 
 def _tokenizer_key(tokenizer: Any, templated: bool) -> str:

@@ -33,7 +33,7 @@ INSTALL_HINT = "pip install 'pytest-llem[sharegpt]' (or pip install sharegpt-dat
 MIN_LEN = 4
 MAX_PROMPT_LEN = 1024
 MAX_TOTAL_LEN = 2048
-SAMPLER_VERSION = 1  # bump when the rules change: cached samples of older rules are not reused
+SAMPLER_VERSION = 2  # bump when the rules change: cached samples of older rules are not reused
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class Limits:
 
     max_input_tokens: int
     max_output_tokens: int
-    fixed_output_len: int | None  # output_len: <number>; None: the reference's length counts
+    fixed_output_len: int | None = None  # output_len: <number>; None: the reference's length counts
+    reference_output: bool = True  # output_len: reference: a reference over max_output_tokens is not drawn
 
 
 @cache
@@ -122,7 +123,7 @@ def draw(
             continue
         if seen_tokens(prompt) > limits.max_input_tokens:
             continue
-        if limits.fixed_output_len is None and reference > limits.max_output_tokens:
+        if limits.reference_output and reference > limits.max_output_tokens:
             continue
         pairs.append((prompt, reference))
     if len(pairs) < n:
@@ -138,6 +139,11 @@ def _valid(prompt_len: int, output_len: int, *, check_output: bool) -> bool:
     """vLLM's ``is_valid_sequence`` with its defaults."""
     too_short = prompt_len < MIN_LEN or (check_output and output_len < MIN_LEN)
     return not (too_short or prompt_len > MAX_PROMPT_LEN or prompt_len + output_len > MAX_TOTAL_LEN)
+
+
+def is_cached(n: int, seed: int, limits: Limits, cache_key: str, cache_dir: Path) -> bool:
+    path = _cached_path(n, seed, limits, cache_key, cache_dir)
+    return path is not None and path.is_file()
 
 
 def _cached_path(n: int, seed: int, limits: Limits, cache_key: str, cache_dir: Path | None) -> Path | None:

@@ -15,7 +15,7 @@ from pytest_llem.backends.pytorch import PyTorchBackend
 from pytest_llem.config.models import ExperimentConfig
 from pytest_llem.errors import DatasetError, PhaseError
 from pytest_llem.runner.execute import run_experiment
-from pytest_llem.workload.build import Workload, build_workload
+from pytest_llem.workload.build import Workload, build_workload, load_tokenizer
 from pytest_llem.workload.models import resolve_model
 from pytest_llem.workload.prompts import file_prompts
 
@@ -112,9 +112,11 @@ def test_input_tokens_are_what_the_model_saw_through_the_template(tokenizer, tmp
     assert metrics.input_tokens > sum(len(tokenizer(p).input_ids) for p in PROMPTS)
 
 
-def test_each_prompt_generates_exactly_its_reference_length(tiny_tokenizer_location: str) -> None:
-    """Rows of one batch stop at their own lengths: EOS barred before, forced after (and not counted)."""
-    config = experiment(n=4, dataset={"input_len": 8}, pytorch={"batch_size": 4})
+@pytest.mark.parametrize("beams", [1, 2])
+def test_each_prompt_generates_exactly_its_reference_length(beams: int) -> None:
+    """Rows of one batch stop at their own lengths: EOS barred before, forced after (and not counted); under beam
+    search each prompt's beams follow its length."""
+    config = experiment(n=4, dataset={"input_len": 8}, pytorch={"batch_size": 4, "num_beams": beams})
     backend = PyTorchBackend()
     backend.load(config, resolve_model("builtin:tiny-llama"))
     prompts = ["a b c", "energy per token", "x", "one more prompt here"]
@@ -158,3 +160,15 @@ def test_phases_measure_the_prefill_alone_and_split_the_window() -> None:
         assert metrics.prefill_energy_j is None and "prefill_energy_j" in metrics.unavailable
     else:
         assert metrics.prefill_energy_j is not None and metrics.prefill_energy_j > 0
+
+
+def test_a_template_that_leaves_no_room_for_the_prompt_is_a_clear_error(tokenizer) -> None:
+    template_only = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True))
+    with pytest.raises(DatasetError, match=rf"max_input_tokens {template_only} leaves no room for a prompt"):
+        build_workload(experiment(max_input_tokens=template_only), tokenizer)
+
+
+def test_the_vllm_tokenizer_is_the_one_its_engine_options_name(tiny_tokenizer_location: str) -> None:
+    config = experiment(backend="vllm", pytorch=None, vllm={"engine": {"tokenizer": tiny_tokenizer_location}})
+    tokenizer = load_tokenizer(config, resolve_model("builtin:tiny-llama"))
+    assert tokenizer.name_or_path == tiny_tokenizer_location

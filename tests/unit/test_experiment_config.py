@@ -425,3 +425,26 @@ def test_free_form_values_are_passed_on_as_written(fields: dict[str, Any], path:
     for part in path:
         node, expected = node[part], expected[part]
     assert node == expected and type(node) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "vllm",
+    [{"sampling": {"max_tokens": 10}}, {"sampling": {"ignore_eos": False}}, {"beam_search": {"max_tokens": 10}}],
+)
+def test_vllm_length_settings_cannot_contradict_the_datasets_output_len(vllm: dict[str, Any]) -> None:
+    assert_invalid_combination(
+        mentions="dataset.output_len (8) already decides",
+        backend="vllm",
+        dataset={"output_len": 8},
+        vllm=vllm,
+    )
+
+
+def test_output_len_and_min_new_tokens_exclude_each_other_and_reference_needs_sharegpt() -> None:
+    assert_invalid_combination(
+        mentions="decoder.min_new_tokens: dataset.output_len (reference)",
+        dataset="sharegpt",
+        decoder={"min_new_tokens": 4},
+    )
+    errors = errors_of(dataset={"output_len": "reference"})
+    assert "only sharegpt has them" in errors[0]["msg"]

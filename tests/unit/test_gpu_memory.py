@@ -96,6 +96,12 @@ def test_only_the_gpus_this_process_may_use_by_index_or_uuid(nvml: FakeNvml, mon
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,GPU-abc-0,MIG-xyz")
     assert used_memory_mb() == {2: 3.0, 0: 1.0}
 
+    def unknown(uuid: str) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByUUID", unknown)  # a shortened UUID CUDA takes, NVML does not
+    assert used_memory_mb() == {2: 3.0}
+
 
 def test_without_nvml_nothing_is_read_or_waited_for(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
     def absent() -> None:

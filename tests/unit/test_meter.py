@@ -342,3 +342,18 @@ def test_environment_records_hardware_versions_and_the_projects_commit(devices, 
     assert git_state(tmp_path) == (env.git_commit, True)
     assert git_state(tmp_path / "nowhere") == (None, None)
     assert env.fingerprint in env.describe()
+
+
+def test_gpus_hidden_with_minus_one_leave_the_cpus_measured(devices, clock, monkeypatch) -> None:
+    """CUDA_VISIBLE_DEVICES=-1 (CPU items on a GPU host): Zeus's NVML code refuses it; no GPU part is missing then
+    (none was asked for), and RAPL is still read."""
+    import pynvml
+    import zeus.device.gpu
+
+    devices(cpus=[40.0])
+    zeus.device.gpu._gpus = None
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda *args, **kwargs: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    reading = window(open_meter("zeus"), clock, 0.5)
+    assert reading.cpu_energy_j == pytest.approx(20.0) and reading.gpu_energy_j == {}
+    assert "gpu_energy_j" not in reading.unavailable

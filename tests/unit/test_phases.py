@@ -59,19 +59,19 @@ def reading(name: str, seconds: float, gpu_j: float | None) -> Reading:
 def test_the_generate_window_splits_into_prefill_and_decode() -> None:
     generate = reading("generate", 4.0, 800.0)  # 200 W
     prefill = PrefillReading(reading("prefill", 1.0, 250.0), passes=10)  # 25 J and 0.1 s a pass
-    fields, unavailable = split_phases(generate, prefill, input_tokens=500, output_tokens=1000)
+    fields, unavailable = split_phases(generate, prefill, input_tokens=500, output_tokens=1000, first_tokens=50)
     assert unavailable == {}
     assert fields["prefill_energy_j"] == pytest.approx(25.0) and fields["prefill_duration_s"] == pytest.approx(0.1)
     assert fields["decode_energy_j"] == pytest.approx(775.0) and fields["decode_duration_s"] == pytest.approx(3.9)
     assert fields["prefill_energy_per_input_token_j"] == pytest.approx(25.0 / 500)
-    assert fields["decode_energy_per_output_token_j"] == pytest.approx(775.0 / 1000)
+    assert fields["decode_energy_per_output_token_j"] == pytest.approx(775.0 / 950)  # the prefill made 50 of them
     assert fields["prefill_passes"] == 10
 
 
 def test_decode_inside_the_counters_resolution_is_null_with_the_reason() -> None:
     generate = reading("generate", 0.2, 40.0)  # 200 W: one 100 ms counter step is 20 J
     prefill = PrefillReading(reading("prefill", 1.0, 100.0), passes=5)  # 20 J a pass
-    fields, unavailable = split_phases(generate, prefill, input_tokens=50, output_tokens=5)
+    fields, unavailable = split_phases(generate, prefill, input_tokens=50, output_tokens=5, first_tokens=1)
     assert fields["decode_energy_j"] is None and fields["decode_energy_per_output_token_j"] is None
     assert fields["prefill_energy_j"] == pytest.approx(20.0)
     assert unavailable["decode_energy_j"].startswith("decode energy (20 J: the window's 40 J less a prefill's 20 J)")
@@ -81,7 +81,7 @@ def test_decode_inside_the_counters_resolution_is_null_with_the_reason() -> None
 
 def test_without_energy_the_times_still_split_and_energies_say_why() -> None:
     fields, unavailable = split_phases(
-        reading("generate", 3.0, None), PrefillReading(reading("prefill", 1.5, None), 3), 10, 10
+        reading("generate", 3.0, None), PrefillReading(reading("prefill", 1.5, None), 3), 10, 10, first_tokens=2
     )
     assert fields["prefill_duration_s"] == pytest.approx(0.5) and fields["decode_duration_s"] == pytest.approx(2.5)
     assert fields["prefill_energy_j"] is None and fields["decode_energy_j"] is None

@@ -64,7 +64,7 @@ def test_our_limits_drop_what_would_be_truncated_and_a_fixed_length_replaces_the
     tight = Limits(max_input_tokens=50, max_output_tokens=50, fixed_output_len=None)
     with pytest.raises(DatasetError, match=r"max_input_tokens 50, max_output_tokens 50"):
         draw(entries, 1, 1, tight, count, count)  # a: prompt too long, b: reference too long, c: reply too short
-    fixed = Limits(max_input_tokens=50, max_output_tokens=50, fixed_output_len=8)
+    fixed = Limits(max_input_tokens=50, max_output_tokens=50, fixed_output_len=8, reference_output=False)
     kept = draw(entries, 2, 1, fixed, count, count)
     assert sorted(p.split()[0] for p, _ in kept) == ["b", "c"]  # the reference's length is no longer checked
     # b as the model sees it (through a chat template, say) is over max_input_tokens: dropped, not truncated
@@ -132,3 +132,11 @@ def test_the_real_file_from_the_package() -> None:
     assert len(entries) > 10_000  # the package holds the first 17,400 usable conversations of ShareGPT V3
     kept = draw(entries, 50, 42, Limits(1024, 2048, None), count, count)
     assert len(kept) == 50 and all(length >= 4 for _, length in kept)
+
+
+def test_natural_lengths_keep_long_answers_whose_length_is_not_used() -> None:
+    entries = [pair(10, 500, "long_answer")]
+    natural = Limits(max_input_tokens=50, max_output_tokens=64, fixed_output_len=None, reference_output=False)
+    assert draw(entries, 1, 1, natural, count, count) == [(words(10, "long_answer"), 500)]
+    with pytest.raises(DatasetError):
+        draw(entries, 1, 1, Limits(50, 64, None, reference_output=True), count, count)
