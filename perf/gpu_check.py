@@ -108,7 +108,7 @@ def bare(location: str, configs: list[dict[str, Any]], rounds: int) -> list[dict
     from zeus.monitor import ZeusMonitor
 
     from pytest_llem.config.models import ExperimentConfig
-    from pytest_llem.workload.prompts import load_prompts
+    from pytest_llem.workload.build import build_workload
 
     cuda_at_start = torch.cuda.is_initialized()
     # GPU 0 (the model's) and, where readable, RAPL: what the plugin measures for a model placed on cuda:0
@@ -134,7 +134,8 @@ def bare(location: str, configs: list[dict[str, Any]], rounds: int) -> list[dict
     prepared = []
     for raw in configs:
         config = ExperimentConfig.model_validate({k: v for k, v in raw.items() if k != "id"})
-        prompts = load_prompts(config.dataset, config.n, seed=config.random_seed)
+        workload = build_workload(config, tokenizer)  # the prompts the plugin sends (its chat template applied)
+        prompts = workload.prompts
         size = config.batch_size
         batches = [
             tokenizer(
@@ -143,6 +144,7 @@ def bare(location: str, configs: list[dict[str, Any]], rounds: int) -> list[dict
                 padding=True,
                 truncation=True,
                 max_length=config.max_input_tokens,
+                add_special_tokens=not workload.templated,
             ).to("cuda")
             for i in range(0, len(prompts), size)
         ]

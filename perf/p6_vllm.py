@@ -87,7 +87,7 @@ def bare(location: str) -> dict[str, Any]:
     from pytest_llem.backends.vllm import engine_kwargs, sampling_options
     from pytest_llem.config.models import ExperimentConfig
     from pytest_llem.config.platform import detect_platform
-    from pytest_llem.workload.prompts import load_prompts
+    from pytest_llem.workload.build import build_workload
 
     config = ExperimentConfig.model_validate(EXPERIMENT)
     kwargs = engine_kwargs(config, location, detect_platform())
@@ -95,8 +95,14 @@ def bare(location: str) -> dict[str, Any]:
     llm = LLM(**kwargs)
     sampling = SamplingParams(**sampling_options(config))
 
-    prompts = load_prompts(config.dataset, config.n, seed=config.random_seed)
-    encoded = llm.get_tokenizer()(prompts, truncation=True, max_length=config.max_input_tokens)
+    tokenizer = llm.get_tokenizer()
+    workload = build_workload(config, tokenizer)  # the prompts the plugin sends (its chat template applied)
+    encoded = tokenizer(
+        workload.prompts,
+        truncation=True,
+        max_length=config.max_input_tokens,
+        add_special_tokens=not workload.templated,
+    )
     prepared: list[Any] = [{"prompt_token_ids": list(ids)} for ids in encoded["input_ids"]]
 
     size = llm.llm_engine.vllm_config.scheduler_config.max_num_seqs  # the backend's warm-up batches, exactly
