@@ -57,9 +57,10 @@ def test_token_counts_are_real_tokens_without_padding(tiny, tmp_path: Path) -> N
     assert metrics.tokens_per_s == pytest.approx(metrics.output_tokens / metrics.duration_s)
 
 
-def test_inputs_are_truncated_to_max_input_tokens() -> None:
-    metrics = run_experiment(experiment(max_input_tokens=7, dataset={"input_len": 50}))
-    assert metrics.input_tokens == 6 * 7
+@pytest.mark.parametrize("chat_template", ["none", "auto"])
+def test_inputs_are_truncated_to_max_input_tokens(chat_template: str) -> None:
+    metrics = run_experiment(experiment(max_input_tokens=20, dataset={"input_len": 50}, chat_template=chat_template))
+    assert metrics.input_tokens == 6 * 20  # through the template: the user's text is cut so that the whole fits
 
 
 def test_latencies_come_from_every_decoding_step() -> None:

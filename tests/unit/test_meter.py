@@ -45,6 +45,24 @@ def devices(monkeypatch: pytest.MonkeyPatch, clock: FakeClock):
     uninstall()
 
 
+@pytest.fixture
+def nvml_without_gpus(monkeypatch: pytest.MonkeyPatch):
+    """``nvml_without_gpus()``: Zeus finds the GPUs itself, through its real NVML code, with only pynvml's init
+    faked (so it reads CUDA_VISIBLE_DEVICES as on a GPU host). Zeus caches whether NVML is available: cleared before
+    and after, so no other test sees this one's answer."""
+    import pynvml
+    import zeus.device.gpu
+    from zeus.device.gpu.nvidia import nvml_is_available
+
+    def install() -> None:
+        monkeypatch.setattr(pynvml, "nvmlInit", lambda *args, **kwargs: None)
+        nvml_is_available.cache_clear()
+        zeus.device.gpu._gpus = None
+
+    yield install
+    nvml_is_available.cache_clear()
+
+
 def window(meter, clock: FakeClock, seconds: float, name: str = "w") -> Reading:
     meter.begin(name)
     clock.sleep(seconds)
@@ -124,15 +142,13 @@ def test_an_engine_gpu_that_is_not_visible_is_left_out_not_an_error(devices, clo
         ("MIG-4b5c6d7e-1111-2222-3333-444455556666", "names MIG slices"),
     ],
 )
-def test_gpus_named_by_uuid_or_mig_lose_only_the_gpu_part(devices, clock, monkeypatch, visible: str, says: str) -> None:
+def test_gpus_named_by_uuid_or_mig_lose_only_the_gpu_part(
+    devices, clock, monkeypatch, nvml_without_gpus, visible: str, says: str
+) -> None:
     """Zeus's own NVML code reads CUDA_VISIBLE_DEVICES (pynvml's init is the only fake): the GPU part is null with
     the reason, the CPU packages and DRAM are still measured."""
-    import pynvml
-    import zeus.device.gpu
-
     devices(cpus=[40.0], dram=10.0)
-    zeus.device.gpu._gpus = None  # Zeus finds the GPUs itself, through NVML
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda *args, **kwargs: None)
+    nvml_without_gpus()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     meter = open_meter("zeus")
     reading = window(meter, clock, 0.5)
@@ -344,15 +360,11 @@ def test_environment_records_hardware_versions_and_the_projects_commit(devices, 
     assert env.fingerprint in env.describe()
 
 
-def test_gpus_hidden_with_minus_one_leave_the_cpus_measured(devices, clock, monkeypatch) -> None:
+def test_gpus_hidden_with_minus_one_leave_the_cpus_measured(devices, clock, monkeypatch, nvml_without_gpus) -> None:
     """CUDA_VISIBLE_DEVICES=-1 (CPU items on a GPU host): Zeus's NVML code refuses it; no GPU part is missing then
     (none was asked for), and RAPL is still read."""
-    import pynvml
-    import zeus.device.gpu
-
     devices(cpus=[40.0])
-    zeus.device.gpu._gpus = None
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda *args, **kwargs: None)
+    nvml_without_gpus()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     reading = window(open_meter("zeus"), clock, 0.5)
     assert reading.cpu_energy_j == pytest.approx(20.0) and reading.gpu_energy_j == {}
