@@ -16,17 +16,9 @@ from .energy.meter import METER_CHOICES
 from .fixtures import llem_energy as llem_energy
 from .fixtures import record_windows
 from .gating import comparison_key
-from .items import (
-    EFFECTIVE_EXECUTION_DEFAULTS,
-    StudyFile,
-    check_execution_options,
-    is_study_file,
-    measurement_session,
-    record_report,
-    register_backends,
-    tag_report,
-)
+from .items import StudyFile, is_study_file, record_report, tag_report
 from .keys import measurement_key, session_key, store_key
+from .options import EFFECTIVE_EXECUTION_DEFAULTS, check_execution_options, measurement_session, register_backends
 from .report.table import render_session
 from .results.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from .results.session import SessionResults

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..config.models import DatasetConfig
+from ..config.dataset import DatasetConfig
 from ..errors import DatasetError
 
 # Common English words: synthetic prompts read like text, so tokenizers split them the way they split real prompts.

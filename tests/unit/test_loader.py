@@ -87,7 +87,7 @@ def test_defaults_layer_applies_when_nothing_else_says() -> None:
 
 
 def test_the_plugin_passes_llenergymeasures_cli_defaults() -> None:
-    from pytest_llem.items import EFFECTIVE_EXECUTION_DEFAULTS
+    from pytest_llem.options import EFFECTIVE_EXECUTION_DEFAULTS
 
     assert EFFECTIVE_EXECUTION_DEFAULTS == PLUGIN_DEFAULTS
 
