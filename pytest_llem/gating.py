@@ -15,6 +15,7 @@ import pytest
 from .errors import LlemError
 from .keys import session_key
 from .measurement import MeasurementSession
+from .options import positive_int
 from .results import baselines
 from .results.gate import (
     DEFAULT_ALPHA,
@@ -81,15 +82,7 @@ def max_cycles(config: pytest.Config) -> int | None:
     raw, source = config.getoption("llem_max_cycles"), "--llem-max-cycles"
     if raw is None:
         raw, source = config.getini("llem_max_cycles") or None, "llem_max_cycles (ini)"
-    if raw is None:
-        return None
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise pytest.UsageError(f"pytest-llem: {source}: expected a positive number of cycles, not {raw!r}")
-    return value
+    return None if raw is None else positive_int(raw, source, "a positive number of cycles")
 
 
 def open_comparison(config: pytest.Config, measuring: MeasurementSession, baselines_dir: Path) -> Comparison | None:

@@ -95,14 +95,17 @@ def max_experiments(config: pytest.Config) -> int:
     """The most experiments one study may expand to (ini ``llem_max_experiments``): a typo in a sweep is refused
     before it is expanded, instead of hanging collection."""
     raw = config.getini(MAX_EXPERIMENTS_KEY)
-    if not raw:
-        return DEFAULT_MAX_EXPERIMENTS
+    return positive_int(raw, f"{MAX_EXPERIMENTS_KEY} (ini)", "a positive integer") if raw else DEFAULT_MAX_EXPERIMENTS
+
+
+def positive_int(raw: object, source: str, wanted: str) -> int:
+    """An option's or ini key's text as a positive integer; anything else is one usage error naming ``source``."""
     try:
         value = int(str(raw).strip())
     except ValueError:
         value = 0
     if value < 1:
-        raise pytest.UsageError(f"pytest-llem: {MAX_EXPERIMENTS_KEY} (ini): expected a positive integer, not {raw!r}")
+        raise pytest.UsageError(f"pytest-llem: {source}: expected {wanted}, not {raw!r}")
     return value
 
 
