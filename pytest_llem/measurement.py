@@ -47,7 +47,7 @@ class MeasurementSession:
         self, config: ExperimentConfig, execution: ExecutionConfig, *, study_dir: Path, cache_dir: Path | None
     ) -> Metrics:
         """Run one item's work, in a fresh child process (``isolation: process``) or here."""
-        from .runner.execute import run_experiment
+        from .runner.scenarios import run_item
 
         choice = resolve_choice(self.command_line_meter, config.energy.meter, self.ini_meter)
         if execution.isolation == "none":
@@ -57,7 +57,7 @@ class MeasurementSession:
                     stacklevel=2,
                 )
             meter = self.meters.get(choice, gpu_scope(config))
-            return run_experiment(
+            return run_item(
                 config, study_dir=study_dir, cache_dir=cache_dir, meter=meter, idle_baselines=self.idle_baselines
             )
         from .backends import factory_path

@@ -14,6 +14,7 @@ from ..energy.meter import GpuScope
 # device_map values with which accelerate spreads the model over every GPU it may use.
 SPREADING_MAPS = frozenset({"auto", "balanced", "balanced_low_0", "sequential"})
 ON_CPU = GpuScope(None, "every visible GPU: the engine runs on the CPU")
+SERVER_ELSEWHERE = GpuScope(None, "every visible GPU: serving.url's server may use any (energy.gpu_indices narrows it)")
 
 
 def gpu_scope(config: ExperimentConfig, platform: Platform | None = None) -> GpuScope:
@@ -22,6 +23,8 @@ def gpu_scope(config: ExperimentConfig, platform: Platform | None = None) -> Gpu
     chosen = config.energy.gpu_indices
     if chosen is not None:
         return GpuScope.of_study(chosen)
+    if config.serving is not None and config.serving.url is not None:
+        return SERVER_ELSEWHERE
     if (platform or _engine_platform(config.backend)) == "cpu":
         return ON_CPU
     if config.backend == "pytorch":

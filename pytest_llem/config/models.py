@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError, to_json
 from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem, vllm_engine_problem
 from .dataset import DatasetConfig
 from .platform import Platform, detect_platform
+from .serving import Scenario, ServingConfig, serving_problem
 from .strict import _Strict
 
 # The built-in backends, each with its own settings section; plugins may add more (``pytest_llem_backends``).
@@ -285,6 +286,8 @@ class ExperimentConfig(_Strict):
         "auto", description="auto: each prompt as one user message through the tokenizer's chat template, if it has one"
     )
     phases: bool = Field(False, description="also measure the prefill alone, and split energy and time by phase")
+    scenario: Scenario = Field("offline", description="offline: every prompt at once; serving: requests over time")
+    serving: ServingConfig | None = None
 
     @field_validator("backend")
     @classmethod
@@ -318,6 +321,12 @@ class ExperimentConfig(_Strict):
                         "prompt generates"
                     )
         problem = precision_problem(self.backend, self.precision, _platform(info))
+        if problem:
+            raise invalid_combination(problem)
+        engine_options = [name for name in ("pytorch", "passthrough_kwargs") if getattr(self, name)]
+        if self.vllm is not None and self.vllm.engine is not None:
+            engine_options.insert(0, "vllm.engine")
+        problem = serving_problem(self.scenario, self.serving, self.backend, self.phases, engine_options, self.vllm)
         if problem:
             raise invalid_combination(problem)
         if self.vllm is not None and self.vllm.beam_search is not None:
@@ -354,6 +363,8 @@ class ExperimentConfig(_Strict):
         pieces: dict[str, str] = {}
         for name in _IDENTITY_FIELDS:
             value = getattr(self, name)
+            if name in _NEW_WITH_DEFAULT and value == _NEW_WITH_DEFAULT[name]:
+                continue  # at its default a field added later is left out, so earlier experiments keep their hash
             if isinstance(value, BaseModel):
                 fields[name], pieces[name] = _dump_section(value)
             elif value is None or type(value) in _PLAIN:  # text, integers and None are their own JSON-mode dump
@@ -361,7 +372,14 @@ class ExperimentConfig(_Strict):
             else:
                 fields[name] = self.model_dump(mode="json", include={name})[name]
                 pieces[name] = _canonical(fields[name])
-        return fields, "{" + ", ".join(_IDENTITY_KEYS[name] + pieces[name] for name in _SORTED_IDENTITY) + "}"
+        return fields, "{" + ", ".join(
+            _IDENTITY_KEYS[name] + pieces[name] for name in _SORTED_IDENTITY if name in pieces
+        ) + "}"
+
+    @property
+    def serving_settings(self) -> ServingConfig:
+        """The ``serving:`` section, or its defaults when none is given."""
+        return self.serving or ServingConfig()
 
     @property
     def identity_fields(self) -> dict[str, Any]:
@@ -375,6 +393,8 @@ class ExperimentConfig(_Strict):
 
 
 _PLAIN = (str, int, bool)
+# Fields added after experiments were first hashed, with the value that means "as before".
+_NEW_WITH_DEFAULT: dict[str, Any] = {"scenario": "offline", "serving": None}
 
 
 @lru_cache(maxsize=4096, typed=True)  # typed: 1 and True are equal keys otherwise, but "1" and "true" in JSON

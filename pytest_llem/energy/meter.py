@@ -78,6 +78,16 @@ class Reading:
         return energy / self.duration_s if energy is not None and self.duration_s > 0 else None
 
 
+@dataclass(frozen=True)
+class CounterSample:
+    """The measured devices' cumulative energy counters (J since some origin) at one instant (``perf_counter``)."""
+
+    at_s: float
+    gpu_j: dict[int, float] = field(default_factory=dict)  # keyed by physical index
+    cpu_j: float | None = None
+    dram_j: float | None = None
+
+
 class Meter(Protocol):
     """Measures energy over named windows; several windows may be open at once if their names differ."""
 
@@ -101,6 +111,10 @@ class Meter(Protocol):
 
     def close(self) -> None:
         """Stop whatever the meter runs in the background (before its process exits); no window after this."""
+
+    def sample(self) -> CounterSample | None:
+        """The devices' cumulative counters now, for windows known only afterwards (energy/timeline.py); None when
+        there are no counters to read."""
 
 
 class NullMeter:
@@ -137,6 +151,9 @@ class NullMeter:
 
     def close(self) -> None:
         self._open.clear()
+
+    def sample(self) -> CounterSample | None:
+        return None
 
 
 def resolve_choice(command_line: str | None, study: str | None, ini: str | None) -> MeterChoice:

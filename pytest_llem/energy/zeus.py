@@ -22,7 +22,7 @@ from zeus.monitor import ZeusMonitor
 
 from ..errors import EnergyUnavailableError
 from . import cuda
-from .meter import CPU_SHARED_ENV, EVERY_GPU, GpuDevice, GpuScope, Reading
+from .meter import CPU_SHARED_ENV, EVERY_GPU, CounterSample, GpuDevice, GpuScope, Reading
 from .rapl import start_counting, stop_counting
 from .validity import check_window
 
@@ -266,6 +266,25 @@ class ZeusMeter:
         if self.gpu_unavailable_reason:
             parts["gpu_energy_j"] = self.gpu_unavailable_reason
         return parts
+
+    def sample(self) -> CounterSample | None:
+        """The counters Zeus reads at a window's edges, read the same way (its device layer), at one instant. None
+        when a measured GPU has no energy counter (Zeus polls the power of those instead)."""
+        monitor = self._monitor
+        if monitor is None:
+            return None
+        gpus, cpus = monitor.gpus, monitor.cpus
+        if not all(gpus.supports_get_total_energy_consumption(i) for i in monitor.gpu_indices):
+            return None
+        before = time.perf_counter()
+        gpu_j = {self._physical[i]: gpus.get_total_energy_consumption(i) / 1000.0 for i in monitor.gpu_indices}
+        cpu_j = dram_j = None
+        for index in monitor.cpu_indices:
+            measured = cpus.get_total_energy_consumption(index)
+            cpu_j = (cpu_j or 0.0) + measured.cpu_mj / 1000.0
+            if measured.dram_mj is not None:
+                dram_j = (dram_j or 0.0) + measured.dram_mj / 1000.0
+        return CounterSample((before + time.perf_counter()) / 2, gpu_j, cpu_j, dram_j)
 
     def cancel(self, name: str) -> None:
         self._started.pop(name, None)

@@ -20,6 +20,8 @@ class LatencyStats(BaseModel):
     p50: float | None  # None when only the mean is known (see ``mean_only``)
     p95: float | None
     n: int
+    p90: float | None = None  # serving items report p90 and p99 too, as ``vllm bench serve`` does
+    p99: float | None = None
 
     @classmethod
     def of(cls, samples: list[float]) -> LatencyStats | None:
@@ -28,12 +30,8 @@ class LatencyStats(BaseModel):
         import numpy as np
 
         values = np.asarray(samples, dtype=float)
-        return cls(
-            mean=float(values.mean()),
-            p50=float(np.percentile(values, 50)),
-            p95=float(np.percentile(values, 95)),
-            n=len(samples),
-        )
+        p50, p90, p95, p99 = (float(p) for p in np.percentile(values, [50, 90, 95, 99]))
+        return cls(mean=float(values.mean()), p50=p50, p95=p95, n=len(samples), p90=p90, p99=p99)
 
     @classmethod
     def mean_only(cls, mean: float, n: int) -> LatencyStats:
@@ -86,7 +84,28 @@ class EnergyMetrics(BaseModel):
         }
 
 
-class Metrics(EnergyMetrics):
+class ServingMetrics(BaseModel):
+    """DESIGN.md "Metrics", serving part (``scenario: serving``); the window is the whole load, first send to last
+    token. Latencies are ``ttft_s``/``itl_s`` of Metrics plus these, as ``vllm bench serve`` defines them."""
+
+    tpot_s: LatencyStats | None = Field(None, description="per request: (e2el - ttft) / (output tokens - 1)")
+    e2el_s: LatencyStats | None = Field(None, description="per request: last token - send")
+    requests_sent: int | None = None
+    requests_completed: int | None = None
+    requests_failed: int | None = None
+    request_throughput_rps: float | None = Field(None, description="completed requests / duration_s")
+    goodput_rps: float | None = Field(None, description="requests meeting every SLO target / duration_s")
+    slo_attainment: float | None = Field(None, description="requests meeting every SLO target / requests sent")
+    energy_per_request_j: float | None = Field(None, description="energy_j / completed requests")
+    steady_energy_j: float | None = Field(None, description="energy of the steady-state window, from the timeline")
+    steady_duration_s: float | None = None
+    steady_output_tokens: float | None = Field(None, description="tokens streamed inside the steady-state window")
+    steady_energy_per_output_token_j: float | None = Field(None, description="steady_energy_j / steady_output_tokens")
+    steady_window: str | None = Field(None, description="the steady-state rule applied")
+    server_startup_s: float | None = Field(None, description="from starting the server to its first healthy answer")
+
+
+class Metrics(ServingMetrics, EnergyMetrics):
     """DESIGN.md "Metrics": one definition each. Study items fill every field they can; an ``llem_energy`` window
     has only what the test tells it (output tokens) besides the energy and time."""
 

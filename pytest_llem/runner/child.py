@@ -67,7 +67,7 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
         from ..backends import load
         from ..backends.placement import gpu_scope
         from ..energy.opening import open_meter
-        from .execute import run_experiment
+        from .scenarios import run_item
 
         factory = load(job.backend_path)  # an import only: which engine decides the environment below
         for name, value in _vllm_import_environ(factory).items():
@@ -75,7 +75,7 @@ def child_main(conn: Connection, job: ChildJob, stderr_path: str) -> None:
         for path in job.setup_paths:
             load(path)()
         meter = open_meter(job.meter_choice, gpu_scope(job.config))  # type: ignore[arg-type]
-        metrics = run_experiment(
+        metrics = run_item(
             job.config,
             study_dir=job.study_dir,
             cache_dir=job.cache_dir,

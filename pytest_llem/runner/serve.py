@@ -1,0 +1,196 @@
+"""Run one serving experiment: start (or reach) the server outside every window, warm it up, then measure the seeded
+load with the meter, an energy timeline beside it for the steady-state window known only afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..config.models import ExperimentConfig
+from ..config.platform import detect_platform
+from ..energy.baseline import IdleBaselines, IdlePower
+from ..energy.meter import Meter
+from ..energy.timeline import EnergyTimeline
+from ..results.schema import EnergyMetrics, LatencyStats, Metrics
+from ..serving import client
+from ..serving.arrivals import arrival_times
+from ..serving.metrics import steady_warnings, steady_window, summarize, tokens_between
+from ..serving.requests import RequestSpec
+from ..serving.server import Endpoint, ServerError, StartedServer, external, free_port
+from ..workload.build import Workload, build_workload, load_tokenizer
+from ..workload.models import resolve_model
+from .execute import phase
+
+NOT_READ_HERE = "the engine runs in the server's processes, whose peak memory this item does not read"
+
+
+def run_serving(
+    config: ExperimentConfig,
+    *,
+    study_dir: Path | None,
+    cache_dir: Path | None,
+    meter: Meter,
+    idle_baselines: IdleBaselines | None,
+) -> Metrics:
+    """Run ``config`` (``scenario: serving``) once and measure its load. Raises PhaseError naming the phase."""
+    settings = config.serving_settings
+    revision = config.pytorch.revision if config.pytorch else None
+    with phase("model"):
+        model = resolve_model(config.model, cache_dir=cache_dir, revision=revision)
+    with phase("prompts"):
+        tokenizer = load_tokenizer(config, model)
+        workload = build_workload(config, tokenizer, base_dir=study_dir, cache_dir=cache_dir)
+    specs = request_specs(config, workload)
+    options = request_options(config, workload)
+    arrivals = arrival_times(len(specs), settings.rate, settings.burstiness, config.random_seed)
+    idle: IdlePower | None = None
+    if config.baseline.enabled:
+        with phase("idle baseline"):  # before the server occupies the devices
+            idle = (idle_baselines or IdleBaselines()).get(meter, config.baseline.duration_seconds)
+    timeline = EnergyTimeline(meter)
+    server: StartedServer | None = None
+    with tempfile.TemporaryDirectory(prefix="llem-server-") as scratch, contextlib.ExitStack() as running:
+        with phase("server"):  # outside every window: start-up is no part of serving
+            if settings.url is None:
+                server = running.enter_context(_vllm_server(config, str(model.location), Path(scratch) / "log"))
+                endpoint = Endpoint(server.base_url, config.model)
+            else:
+                endpoint = external(settings.url, config.model)
+        target = {"base_url": endpoint.base_url, "model_name": endpoint.model_name}
+        with phase("warmup"):
+            warm = [specs[i % len(specs)] for i in range(settings.warmup_requests)]
+            failed = [r for r in client.warm_up(**target, specs=warm, options=options,
+                                                max_concurrency=settings.max_concurrency) if not r.ok]  # fmt: skip
+            if failed:
+                raise ServerError(f"{len(failed)} of {len(warm)} warm-up requests failed: {failed[0].error}")
+        with phase("load"):
+            timeline.start()
+            meter.begin("load")
+            try:
+                records = client.run_load(**target, specs=specs, arrivals=arrivals, options=options,
+                                          max_concurrency=settings.max_concurrency)  # fmt: skip
+            except BaseException:
+                meter.cancel("load")
+                raise
+            finally:
+                timeline.stop()
+            reading = meter.end("load")
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    summary = summarize(records, settings.slo.targets_s, count)
+    if summary.completed == 0:
+        raise ServerError(f"every one of the {summary.sent} requests failed: {summary.errors[0]}")
+    unavailable: dict[str, str] = dict(reading.unavailable)
+    warnings: list[str] = []
+    if summary.failed:
+        warnings.append(f"{summary.failed} of {summary.sent} requests failed (first: {summary.errors[0]})")
+    window = steady_window(records, settings.rate, batch_limit(config))
+    steady: dict[str, Any] = {"steady_window": window.rule}
+    if window.start_s is None or window.end_s is None:
+        unavailable["steady_energy_j"] = window.reason or "no steady-state window"
+    else:
+        energy = timeline.energy_between(window.start_s, window.end_s)
+        produced = tokens_between(records, window.start_s, window.end_s, count)
+        steady |= {"steady_duration_s": window.duration_s, "steady_output_tokens": produced}
+        if energy.energy_j is None:
+            unavailable["steady_energy_j"] = energy.reason or "not measured"
+        else:
+            steady["steady_energy_j"] = energy.energy_j
+            steady["steady_energy_per_output_token_j"] = energy.energy_j / produced if produced else None
+        warnings += steady_warnings(window, reading.duration_s, on_gpu=bool(meter.gpus))
+    if "steady_energy_j" in unavailable:
+        unavailable["steady_energy_per_output_token_j"] = unavailable["steady_energy_j"]
+    duration = reading.duration_s
+    slo_given = bool(settings.slo.targets_s)
+    if not slo_given:
+        unavailable["goodput_rps"] = unavailable["slo_attainment"] = "serving.slo sets no target"
+    if summary.input_tokens == 0:
+        unavailable["input_tokens"] = "the server's stream carried no usage counts"
+    energy_fields = EnergyMetrics.of(reading, summary.output_tokens, idle)
+    energy_fields["measurement_warnings"] = [*energy_fields["measurement_warnings"], *warnings]
+    energy_j = energy_fields["energy_j"]
+    if idle is not None and idle.watts is None and idle.reason:
+        unavailable["idle_power_w"] = idle.reason
+    elif not config.baseline.enabled:
+        unavailable["idle_power_w"] = "baseline.enabled is false"
+    unavailable["peak_memory_mb"] = NOT_READ_HERE
+    return Metrics(
+        **energy_fields,
+        **steady,
+        input_tokens=summary.input_tokens or None,
+        output_tokens=summary.output_tokens,
+        tokens_per_s=summary.output_tokens / duration if duration > 0 else None,
+        ttft_s=LatencyStats.of(summary.ttft),
+        itl_s=LatencyStats.of(summary.itl),
+        tpot_s=LatencyStats.of(summary.tpot),
+        e2el_s=LatencyStats.of(summary.e2el),
+        requests_sent=summary.sent,
+        requests_completed=summary.completed,
+        requests_failed=summary.failed,
+        request_throughput_rps=summary.completed / duration if duration > 0 else None,
+        goodput_rps=summary.meeting_slo / duration if slo_given and duration > 0 else None,
+        slo_attainment=summary.meeting_slo / summary.sent if slo_given else None,
+        energy_per_request_j=energy_j / summary.completed if energy_j is not None else None,
+        server_startup_s=server.startup_s if server is not None else None,
+        peak_memory_source=NOT_READ_HERE,
+        unavailable=unavailable,
+        sample_output=next((r.text for r in records if r.ok), None),
+        workload=workload.description,
+    )
+
+
+def _vllm_server(config: ExperimentConfig, location: str, log_path: Path) -> StartedServer:
+    from ..serving.vllm_server import server_argv
+
+    port = free_port()
+    argv = server_argv(config, location, detect_platform(), port)
+    return StartedServer(argv, port, log_path, config.serving_settings.startup_timeout_seconds, dict(os.environ))
+
+
+def batch_limit(config: ExperimentConfig) -> int | None:
+    """How many requests the engine runs at once, where the study says: ``vllm.engine.max_num_seqs`` and
+    ``serving.max_concurrency``, the smaller of those set."""
+    engine = config.vllm.engine if config.vllm is not None else None
+    limits = [v for v in (engine.max_num_seqs if engine else None, config.serving_settings.max_concurrency) if v]
+    return min(limits) if limits else None
+
+
+def request_specs(config: ExperimentConfig, workload: Workload) -> list[RequestSpec]:
+    """One request per prompt, its length as an offline item would generate: each prompt's reference length, the
+    fixed ``output_len``, else ``max_output_tokens`` (or ``vllm.sampling.max_tokens``)."""
+    policy = config.dataset.output_policy
+    sampling = config.vllm.sampling if config.vllm is not None else None
+    default = (sampling.max_tokens if sampling is not None else None) or config.max_output_tokens
+    lengths = workload.output_lens or [policy if isinstance(policy, int) else default] * len(workload.prompts)
+    return [RequestSpec(prompt, length) for prompt, length in zip(workload.prompts, lengths, strict=True)]
+
+
+def request_options(config: ExperimentConfig, workload: Workload) -> dict[str, Any]:
+    """The rest of each request's body: the decoder settings, then ``vllm.sampling`` as written. ``ignore_eos`` and
+    ``add_special_tokens`` are vLLM's extensions of the API (SGLang's too; other servers ignore them)."""
+    decoder = config.decoder
+    options: dict[str, Any] = {"temperature": 0.0} if decoder.greedy else {"temperature": decoder.temperature}
+    if not decoder.greedy:
+        options["top_p"] = decoder.top_p
+        options["seed"] = config.random_seed
+        if decoder.top_k > 0:
+            options["top_k"] = decoder.top_k
+        if decoder.min_p is not None:
+            options["min_p"] = decoder.min_p
+    if decoder.repetition_penalty != 1.0:
+        options["repetition_penalty"] = decoder.repetition_penalty
+    if decoder.min_new_tokens is not None:
+        options["min_tokens"] = decoder.min_new_tokens
+    if config.dataset.output_policy not in (None, "natural"):
+        options["ignore_eos"] = True  # the request's length is decided: EOS must not cut it
+    if workload.templated:
+        options["add_special_tokens"] = False  # the chat template holds them already
+    sampling = config.vllm.sampling if config.vllm is not None else None
+    if sampling is not None:
+        options.update(sampling.model_dump(exclude_none=True, exclude={"max_tokens", "n"}))
+    return options
