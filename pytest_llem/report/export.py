@@ -10,7 +10,8 @@ from typing import Any
 from ..results.gate import verdict_record, worst
 from ..results.schema import SCHEMA_VERSION, ItemResult
 from ..results.session import SUMMARY_METRICS, SessionResults
-from .table import columns_for, workload_line
+from .serving import choices
+from .table import tables_for, workload_line
 
 
 def json_document(session: SessionResults, run_id: str | None) -> dict[str, Any]:
@@ -22,6 +23,11 @@ def json_document(session: SessionResults, run_id: str | None) -> dict[str, Any]
         "run_id": run_id,
         "baseline": session.baseline_name,
         "summary": session.summary_document(),
+        "serving_choices": {
+            study: [choice.record() for choice in choices([r for r in session.summarise(study) if r.serving])]
+            for study in session.studies
+            if any(r.serving for r in session.summarise(study))
+        },
         "verdicts": verdicts,
         "results": [r.model_dump(mode="json") for r in session.results],  # passed items: the statistics' input
         "failed_results": [r.model_dump(mode="json") for r in session.failed_results],  # measured, then failed
@@ -116,12 +122,16 @@ def markdown_text(session: SessionResults, run_id: str | None) -> str:
         rows = session.summarise(study)
         if not rows:
             continue
-        columns = columns_for(study, session, rows)
         lines += ["", f"### {session.title(study)}", ""]
         lines += [item for line in workload_line(study, session) for item in (line, "")]
-        lines.append("| " + " | ".join(name for name, _ in columns) + " |")
-        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
-        lines += ["| " + " | ".join(render(row).replace("|", "\\|") for _, render in columns) + " |" for row in rows]
+        for table in tables_for(study, session, rows):
+            columns = table.columns
+            lines.append("| " + " | ".join(name for name, _ in columns) + " |")
+            lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
+            lines += [
+                "| " + " | ".join(render(row).replace("|", "\\|") for _, render in columns) + " |" for row in table.rows
+            ]
+            lines += ["", "```", *table.below, "```", ""] if table.below else [""]
     sources = session.energy_sources()
     if sources:
         lines += ["", *[f"- energy: {source} ({count} results)" for source, count in sources.items()]]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..results.gate import Verdict
 from ..results.session import ExperimentSummary, SessionResults, StudyOverview
 from ..results.stats import Summary, display_digits
+from .serving import render_serving
 
 
 def _mean_ci(summary: Summary, scale: float = 1.0, digits: int | None = 1) -> str:
@@ -99,10 +101,32 @@ def render_rows(rows: list[ExperimentSummary], columns: list[Column] = COLUMNS) 
     return [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(c) for c in cells[1:]]
 
 
+@dataclass(frozen=True)
+class Table:
+    columns: list[Column]
+    rows: list[ExperimentSummary]
+    below: list[str]  # lines printed under it
+
+
+def tables_for(study: str, session: SessionResults, rows: list[ExperimentSummary]) -> list[Table]:
+    """A study's tables: offline experiments in one, serving experiments in another (their own columns, and the
+    cheapest configuration per request rate under it)."""
+    offline = [row for row in rows if not row.serving]
+    served = [row for row in rows if row.serving]
+    tables = [Table(columns_for(study, session, offline), offline, [])] if offline else []
+    if served:
+        columns, below = render_serving(served, verdict_columns(study, session))
+        tables.append(Table(columns, served, below))
+    return tables
+
+
 def render_study(overview: StudyOverview, session: SessionResults) -> list[str]:
     lines = [overview.header_line() + f", order {overview.cycle_order}", *workload_line(overview.path, session)]
     rows = session.summarise(overview.path)
-    lines += render_rows(rows, columns_for(overview.path, session, rows)) if rows else ["(no experiment ran)"]
+    for table in tables_for(overview.path, session, rows):
+        lines += [*render_rows(table.rows, table.columns), *table.below]
+    if not rows:
+        lines.append("(no experiment ran)")
     if overview.skipped:
         lines.append(f"skipped configs ({len(overview.skipped)}):")
         lines += [f"  {label}: {reason}" for label, reason in overview.skipped]

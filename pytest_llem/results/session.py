@@ -25,6 +25,17 @@ SUMMARY_METRICS = (
     "prefill_duration_s",  # phases: true
     "prefill_energy_per_input_token_j",
     "decode_energy_per_output_token_j",
+    # scenario: serving
+    "request_throughput_rps",
+    "ttft_s.p50",
+    "ttft_s.p90",
+    "tpot_s.p50",
+    "tpot_s.p90",
+    "e2el_s.p90",
+    "steady_energy_per_output_token_j",
+    "energy_per_request_j",
+    "goodput_rps",
+    "slo_attainment",
 )
 
 
@@ -53,6 +64,11 @@ class ExperimentSummary:
     cycles_passed: int
     cycles_failed: int
     metrics: dict[str, Summary]
+    config: dict[str, Any] = field(default_factory=dict)  # the experiment's settings (``identity()``), if one passed
+
+    @property
+    def serving(self) -> bool:
+        return self.config.get("scenario") == "serving"
 
 
 @dataclass
@@ -99,7 +115,8 @@ class SessionResults:
             if not done and not failed:
                 continue
             metrics = {m: Summary.of([r.value(m) for r in done]) for m in SUMMARY_METRICS}
-            rows.append(ExperimentSummary(experiment_id, len(done), failed, metrics))
+            config = done[0].config if done else {}
+            rows.append(ExperimentSummary(experiment_id, len(done), failed, metrics, config))
         return rows
 
     def summary_document(self) -> dict[str, Any]:
