@@ -45,6 +45,20 @@ DIRECTION: dict[str, int] = {
     "decode_energy_per_output_token_j": 1,
     "prefill_duration_s": 1,
     "decode_duration_s": 1,
+    # scenario: serving
+    "steady_energy_per_output_token_j": 1,
+    "steady_energy_j": 1,
+    "energy_per_request_j": 1,
+    "goodput_rps": -1,
+    "slo_attainment": -1,
+    "request_throughput_rps": -1,
+    "ttft_s.p90": 1,
+    "ttft_s.p99": 1,
+    "tpot_s.mean": 1,
+    "tpot_s.p50": 1,
+    "tpot_s.p90": 1,
+    "itl_s.p90": 1,
+    "e2el_s.p90": 1,
 }
 DEFAULT_ALPHA = 0.05
 # A cycle is set aside when it is both this factor off its side's median and beyond OUTLIER_Z robust z-scores (scaled
@@ -53,6 +67,7 @@ OUTLIER_FACTOR = 1.5
 OUTLIER_Z = 3.5
 MAX_CYCLES_SAID = 1000  # beyond this a projection of the cycles needed says "more than"
 DEFAULT_METRIC = "energy_per_output_token_j"
+SERVING_METRIC = "steady_energy_per_output_token_j"  # serving items: the steady state, not the ramp up and down
 # Sums over the measured devices: comparable only when both sides measured the same ones.
 ENERGY_METRICS = frozenset(
     {
@@ -64,6 +79,9 @@ ENERGY_METRICS = frozenset(
         "decode_energy_j",
         "prefill_energy_per_input_token_j",
         "decode_energy_per_output_token_j",
+        "steady_energy_j",
+        "steady_energy_per_output_token_j",
+        "energy_per_request_j",
     }
 )
 FALLBACK_METRIC = "tokens_per_s"  # when neither side measured energy
@@ -71,7 +89,9 @@ OUTCOMES = ("regressed", "inconclusive", "improved", "unchanged", "not measured"
 DECIDED = frozenset({"regressed", "improved", "unchanged"})
 UNITS = {"energy_per_output_token_j": "J/tok", "energy_j": "J", "mean_power_w": "W",
          "tokens_per_s": "tok/s", "peak_memory_mb": "MB", "prefill_energy_j": "J", "decode_energy_j": "J",
-         "prefill_energy_per_input_token_j": "J/in-tok", "decode_energy_per_output_token_j": "J/tok"}  # fmt: skip
+         "prefill_energy_per_input_token_j": "J/in-tok", "decode_energy_per_output_token_j": "J/tok",
+         "steady_energy_per_output_token_j": "J/tok", "steady_energy_j": "J", "energy_per_request_j": "J/req",
+         "goodput_rps": "req/s", "request_throughput_rps": "req/s"}  # fmt: skip
 
 
 class ThresholdError(ValueError):
@@ -264,7 +284,8 @@ def judge(
     energy_mismatch: str | None = None,
 ) -> list[Verdict]:
     """Every threshold's verdict for one experiment; ``baseline`` / ``current`` give a metric's samples by name.
-    The default metric is energy per output token when either side measured it (a side that lost its meter is then
+    The default metric is the steady-state energy per output token for serving items, energy per output token when
+    either side measured it (a side that lost its meter is then
     inconclusive, not silently judged on speed); energy when there are no token counts (an ``llem_energy`` window
     without ``output_tokens``); otherwise tokens/s."""
     return [
@@ -278,7 +299,8 @@ def gated_metric(
 ) -> str:
     if threshold.metric is not None:
         return threshold.metric
-    return next((m for m in (DEFAULT_METRIC, "energy_j") if baseline(m) or current(m)), FALLBACK_METRIC)
+    defaults = (SERVING_METRIC, DEFAULT_METRIC, "energy_j")
+    return next((m for m in defaults if baseline(m) or current(m)), FALLBACK_METRIC)
 
 
 def _positive(values: Sequence[float]) -> list[float]:

@@ -131,10 +131,10 @@ def steady_warnings(window: SteadyWindow, load_s: float, on_gpu: bool) -> list[s
         return []
     found = []
     if on_gpu and duration < STEADY_MIN_GPU_S:
-        found.append(f"steady-state window is {duration:.1f} s, under ML.ENERGY's {STEADY_MIN_GPU_S:.0f} s for GPUs")
+        found.append(f"steady-state window is {duration:.3g} s, under ML.ENERGY's {STEADY_MIN_GPU_S:.0f} s for GPUs")
     if load_s > 0 and duration < STEADY_MIN_SHARE * load_s:
         found.append(
-            f"steady-state window is {duration:.1f} s, {duration / load_s:.0%} of the {load_s:.1f} s load "
+            f"steady-state window is {duration:.3g} s, {duration / load_s:.0%} of the {load_s:.3g} s load "
             f"(under {STEADY_MIN_SHARE:.0%}): raise n"
         )
     return found
