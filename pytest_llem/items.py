@@ -177,6 +177,9 @@ class ExperimentItem(StudyItem):
         self.extra_keyword_matches.add(experiment.backend)  # `-k vllm` selects exactly the vLLM items
         for mark in _backend_marks(experiment.backend):
             self.add_marker(mark)
+        if experiment.scenario == "serving":  # `-m serving` / `-m "not serving"`
+            self.add_marker(pytest.mark.serving)
+            self.extra_keyword_matches.add("serving")
 
     @property
     def execution(self) -> ExecutionConfig:

@@ -247,6 +247,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_ReportListener(config), "llem-report-listener")
     for backend in backend_names():
         config.addinivalue_line("markers", f"{backend}: a pytest-llem item that runs on the {backend} backend")
+    config.addinivalue_line("markers", "serving: a pytest-llem item that loads a server (scenario: serving)")
 
 
 announced_key = pytest.StashKey[set[str]]()  # studies whose overview this process's reports already carried

@@ -97,13 +97,18 @@ def test_serving_items_report_latencies_goodput_and_the_steady_state_energy(pyte
     assert chosen == {"40": "vllm-40.0", "inf": "vllm-inf"}
 
 
-def test_k_selects_serving_items_by_their_rate(pytester, server) -> None:
+def test_k_selects_serving_items_by_their_rate_and_m_by_their_scenario(pytester, server) -> None:
     project(pytester, server.url)
-    collected = pytester.runpytest("--co", "-q", "-k", "inf", "--llem-cycles=2")
-    assert [line for line in collected.outlines if "::" in line] == [
-        "study_serve.yaml::vllm-inf[cycle1]",
-        "study_serve.yaml::vllm-inf[cycle2]",
-    ]
+    pytester.makefile(".yaml", study_offline="model: builtin:tiny-llama\nn: 1\nexperiments: [{id: offline}]\n")
+
+    def selected(*args: str) -> list[str]:
+        collected = pytester.runpytest("--co", "-q", "--llem-cycles=1", *args)
+        return [line.split("::")[1] for line in collected.outlines if "::" in line]
+
+    assert selected("-k", "inf") == ["vllm-inf[cycle1]"]
+    assert selected("-m", "serving") == ["vllm-40.0[cycle1]", "vllm-inf[cycle1]"]
+    assert selected("-m", "not serving") == ["offline[cycle1]"]
+    assert selected("-k", "serving and not inf") == ["vllm-40.0[cycle1]"]
 
 
 def test_the_gate_judges_serving_items_on_steady_energy_per_token(pytester, server) -> None:
