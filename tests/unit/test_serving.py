@@ -4,6 +4,7 @@ fields."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -38,7 +39,7 @@ def test_arrivals_are_seeded_ordered_and_span_n_over_rate(n: int, rate: float, b
     times = arrival_times(n, rate, burstiness, seed)
     assert times == arrival_times(n, rate, burstiness, seed)  # the same for every config and cycle
     assert len(times) == n
-    assert all(a <= b for a, b in zip(times, times[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(times))
     assert times[-1] == pytest.approx(n / rate)  # vLLM's rescaling: the load lasts n / rate whatever the draw
 
 
@@ -245,7 +246,10 @@ def test_request_rate_refuses_what_is_not_a_rate(written: object) -> None:
         ({"phases": True}, "phases"),
         ({"vllm": {"beam_search": {"beam_width": 2}}}, "beam search is offline only"),
         ({"vllm": {"sampling": {"n": 2}}}, "one completion"),
-        ({"serving": {"url": "http://127.0.0.1:1"}, "vllm": {"engine": {"max_num_seqs": 4}}}, "vllm.engine: serving.url"),
+        (
+            {"serving": {"url": "http://127.0.0.1:1"}, "vllm": {"engine": {"max_num_seqs": 4}}},
+            "vllm.engine: serving.url",
+        ),
         ({"scenario": "offline", "serving": {"request_rate": 2}}, "scenario is offline"),
     ],
 )
