@@ -86,7 +86,9 @@ class StartedServer:
     def __enter__(self) -> StartedServer:
         started = time.perf_counter()
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
-            self._process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self._process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_stop_with_parent
+            )
         try:
             self._wait_healthy(started)
         except BaseException:
@@ -142,6 +144,15 @@ class StartedServer:
         for pid in started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _stop_with_parent() -> None:
+    """Linux: the server gets SIGTERM (and stops its engine) when the item's process dies, however it dies: a
+    killed pytest kills its items (runner/child.py), and their servers must not outlive them."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _descendants(pid: int) -> list[int]:

@@ -52,13 +52,17 @@ def pytest_llem_child_setup():
 """
 
 
-def servers_running() -> list[str]:
+def servers_running(cache_dir: Path) -> list[str]:
+    """vLLM servers of this test session's models (others may run on the machine)."""
     listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout.splitlines()
-    return [line for line in listed if "vllm.entrypoints.openai.api_server" in line]
+    return [line for line in listed if "vllm.entrypoints.openai.api_server" in line and str(cache_dir) in line]
 
 
 def test_a_vllm_server_per_item_serves_the_load_and_is_gone_after(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+    llem_cache_dir: Path,
 ) -> None:
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
@@ -67,7 +71,7 @@ def test_a_vllm_server_per_item_serves_the_load_and_is_gone_after(
     pytester.makefile(".yaml", study_serve=STUDY)
     result = pytester.runpytest_subprocess("--llem-cycles=1", "--llem-json=out.json", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
-    assert servers_running() == []  # every server stopped with its item, its engine processes too
+    assert servers_running(llem_cache_dir) == []  # every server stopped with its item, its engine processes too
     results = json.loads((pytester.path / "out.json").read_text())["results"]
     assert {r["experiment_id"] for r in results} == {"vllm-inf", "vllm-8.0"}
     for r in results:

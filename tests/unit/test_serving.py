@@ -4,6 +4,7 @@ fields."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -284,3 +285,67 @@ def test_server_command_carries_the_engine_options_as_flags() -> None:
     assert "--max-num-seqs 16" in joined and "--no-enable-prefix-caching" in joined and "--enforce-eager" in joined
     assert "--dtype float32" in joined and '--override-generation-config {"temperature": 0.5}' in joined
     assert "--disable-log-stats" not in joined and "--use-tqdm-on-load" not in joined
+
+
+ITEM = """
+import os, sys, time
+from pathlib import Path
+from pytest_llem.serving.server import StartedServer, free_port
+
+os.setsid()  # as an isolated item does (runner/child.py)
+folder = Path(sys.argv[1])
+server = '''
+import os, subprocess, sys, time
+from pathlib import Path
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+Path(sys.argv[1], "pids").write_text(f"{os.getpid()} {helper.pid}")
+time.sleep(600)  # never healthy: the item waits for it until it is killed
+'''
+argv = [sys.executable, "-c", server, str(folder)]
+StartedServer(argv, free_port(), folder / "log", 600.0, dict(os.environ)).__enter__()
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return state not in ("Z", "X")  # a zombie is gone, only not yet reaped
+
+
+def wait_for(condition, seconds: float = 120.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("kill", ["item only", "item's process group"])
+def test_a_server_never_outlives_the_item_that_started_it(tmp_path: Path, kill: str) -> None:
+    """Killed alone (pytest died: the item gets SIGKILL from its parent's death), the item's server gets SIGTERM from
+    the kernel; killed with its group (a timeout), everything the server started goes too. Waits on pid files, not on
+    the machine's speed."""
+    import signal
+    import subprocess
+
+    (tmp_path / "item.py").write_text(ITEM)
+    item = subprocess.Popen([sys.executable, str(tmp_path / "item.py"), str(tmp_path)])
+    try:
+        assert wait_for(lambda: (tmp_path / "pids").exists() and len((tmp_path / "pids").read_text().split()) == 2)
+        server, helper = map(int, (tmp_path / "pids").read_text().split())
+        if kill == "item only":
+            os.kill(item.pid, signal.SIGKILL)
+            assert wait_for(lambda: not alive(server), 30.0)
+        else:
+            os.killpg(item.pid, signal.SIGKILL)
+            assert wait_for(lambda: not alive(server) and not alive(helper), 30.0)
+    finally:
+        item.kill()
+        item.wait()
+        for pid in [int(p) for p in (tmp_path / "pids").read_text().split()] if (tmp_path / "pids").exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
