@@ -278,11 +278,14 @@ class InvalidConfigItem(StudyItem):
 
 JUNIT_METRICS = {"energy_j": "energy_j", "energy_per_output_token_j": "energy_per_output_token_j",
                  "tokens_per_s": "tokens_per_s", "ttft_s": "ttft_s.mean"}  # fmt: skip
+JUNIT_SERVING_METRICS = {"steady_energy_per_output_token_j": "steady_energy_per_output_token_j",
+                         "goodput_rps": "goodput_rps", "ttft_s.p90": "ttft_s.p90"}  # fmt: skip
 
 
 def junit_properties(result: ItemResult, prefix: str = "") -> list[tuple[str, str]]:
     """The headline figures as ``--junitxml`` properties; ``null`` where not measured (never 0)."""
-    values = {name: result.value(metric) for name, metric in JUNIT_METRICS.items()}
+    named = JUNIT_METRICS | (JUNIT_SERVING_METRICS if result.config.get("scenario") == "serving" else {})
+    values = {name: result.value(metric) for name, metric in named.items()}
     return [(prefix + name, "null" if value is None else repr(value)) for name, value in values.items()]
 
 

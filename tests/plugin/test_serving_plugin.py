@@ -5,6 +5,7 @@ energy is checked against watts x the window. The vLLM server itself runs in tes
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -133,8 +134,10 @@ def test_resume_replays_passed_serving_items_without_loading_the_server_again(py
 
 def test_serving_items_run_under_xdist(pytester, server) -> None:
     project(pytester, server.url, gpus=2)  # one GPU per worker
-    run = pytester.runpytest("-n", "2", "--llem-cycles=1", "--llem-json=out.json")
+    run = pytester.runpytest("-n", "2", "--llem-cycles=1", "--llem-json=out.json", "--junitxml=out.xml")
     run.assert_outcomes(passed=2)
+    properties = {p.get("name") for p in ET.parse(pytester.path / "out.xml").iter("property")}
+    assert {"steady_energy_per_output_token_j", "goodput_rps", "ttft_s.p90"} <= properties
     assert {r["experiment_id"] for r in results(pytester.path / "out.json")} == {"vllm-40.0", "vllm-inf"}
     assert "cheapest steady energy per token meeting the SLO" in run.stdout.str()
 
