@@ -143,6 +143,29 @@ class EnergyConfig(_Strict):
         return _GPU_INDEX_LIST.validate_python(value)
 
 
+class GpuConfig(_Strict):
+    """Deployment settings of the GPUs an item uses (the GPUs its energy is measured on), set before the item and
+    restored after it (energy/gpu_settings.py). None leaves a setting as the machine has it."""
+
+    power_limit_w: StrictInt | None = Field(None, gt=0, description="power limit of each GPU, whole watts")
+    locked_clocks_mhz: tuple[Annotated[StrictInt, Field(gt=0)], Annotated[StrictInt, Field(gt=0)]] | None = Field(
+        None, description="[min, max] graphics clocks, MHz"
+    )
+
+    @field_validator("locked_clocks_mhz")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and value[0] > value[1]:
+            raise PydanticCustomError(
+                "clock_range", "must be [min, max] with min <= max, not {value}", {"value": list(value)}
+            )
+        return value
+
+    @property
+    def sets_anything(self) -> bool:
+        return self.power_limit_w is not None or self.locked_clocks_mhz is not None
+
+
 class PyTorchConfig(_Strict):
     """Options of the transformers backend; None means the library's own default."""
 
@@ -278,6 +301,7 @@ class ExperimentConfig(_Strict):
     warmup: WarmupConfig = Field(default=WarmupConfig())
     baseline: BaselineConfig = Field(default=BaselineConfig())
     energy: EnergyConfig = Field(default=EnergyConfig())
+    gpu: GpuConfig | None = None
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     passthrough_kwargs: dict[str, JsonValue] | None = None
@@ -317,6 +341,8 @@ class ExperimentConfig(_Strict):
                         f"vllm.{section}.{key}: dataset.output_len ({policy}) already decides how many tokens each "
                         "prompt generates"
                     )
+        if self.gpu is not None and self.gpu.sets_anything and _platform(info) == "cpu":
+            raise invalid_combination("gpu: no GPU to set (this machine runs the engine on the CPU)")
         problem = precision_problem(self.backend, self.precision, _platform(info))
         if problem:
             raise invalid_combination(problem)
@@ -354,6 +380,8 @@ class ExperimentConfig(_Strict):
         pieces: dict[str, str] = {}
         for name in _IDENTITY_FIELDS:
             value = getattr(self, name)
+            if value is None and name in _ADDED_SECTIONS:
+                continue
             if isinstance(value, BaseModel):
                 fields[name], pieces[name] = _dump_section(value)
             elif value is None or type(value) in _PLAIN:  # text, integers and None are their own JSON-mode dump
@@ -361,7 +389,9 @@ class ExperimentConfig(_Strict):
             else:
                 fields[name] = self.model_dump(mode="json", include={name})[name]
                 pieces[name] = _canonical(fields[name])
-        return fields, "{" + ", ".join(_IDENTITY_KEYS[name] + pieces[name] for name in _SORTED_IDENTITY) + "}"
+        return fields, "{" + ", ".join(
+            _IDENTITY_KEYS[name] + pieces[name] for name in _SORTED_IDENTITY if name in pieces
+        ) + "}"
 
     @property
     def identity_fields(self) -> dict[str, Any]:
@@ -399,6 +429,9 @@ def _dump_section(section: BaseModel) -> tuple[dict[str, Any], str]:
     return found
 
 
+# Sections added after results were first saved: absent from the identity while unset, so adding them changed no
+# experiment's config hash (baselines saved before still match).
+_ADDED_SECTIONS = frozenset({"gpu"})
 _IDENTITY_FIELDS = tuple(name for name in ExperimentConfig.model_fields if name != "id")
 _SORTED_IDENTITY = sorted(_IDENTITY_FIELDS)
 _IDENTITY_KEYS = {name: json.dumps(name) + ": " for name in _IDENTITY_FIELDS}  # '"name": ', as json.dumps writes it
