@@ -16,7 +16,12 @@ Printed per config (medians over the R runs of each side): plugin J vs direct J 
 both read it), J/token, tokens/s, the idle W, peak memory, CUDA before the item's work. **Goal: plugin GPU J within 2%
 of direct GPU J.** Then the device, driver, torch, CUDA and Zeus versions, for perf/README.md.
 
-    python perf/gpu_check.py [--model PATH] [--reps 2] [--new-tokens 128] [--scale 1]
+    python perf/gpu_check.py [--model PATH] [--reps 2] [--new-tokens 128] [--scale 1] [--no-limits]
+
+Then (unless ``--no-limits``) a power-limit sweep: the batch-32 config at three limits within the GPU's allowed range
+(half, three quarters and all of its maximum), ``gpu: {power_limit_w: W}`` through the plugin. Printed per limit: the
+limit the results read back, mean W, J/token, tokens/s; then whether GPU 0's limit is what it was before the session.
+Setting limits needs root or zeusd (ZEUSD_SOCK_PATH): without either, the sweep says so and is left out.
 
 Without a GPU: one line saying so, exit 0. Exit 2 when a check fails (a run failed, token counts differ, torch has no
 CUDA); 0 otherwise, goal met or not.
@@ -319,6 +324,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="cycles of the plugin and rounds of the bare side (2)")
     parser.add_argument("--new-tokens", type=int, default=128, help="output tokens per sequence (128)")
     parser.add_argument("--scale", type=int, default=1, help="multiply every config's prompt count (longer windows)")
+    parser.add_argument("--no-limits", action="store_true", help="leave out the power-limit sweep")
     parser.add_argument("--bare", metavar="MODEL_DIR", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--configs", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=1, help=argparse.SUPPRESS)
@@ -355,9 +361,48 @@ def main() -> None:
             plugin = run_plugin(folder, configs, args.reps, env)
             direct = run_bare(location, configs, args.reps, env)
             all_ok &= report(spec, configs, plugin, direct)
+            if not args.no_limits:
+                all_ok &= limit_sweep(folder, configs[-1], args.reps, env)
     print(f"device: {versions()}; {time.perf_counter() - started:.0f} s in all")
     verdict = "every config within" if all_ok else "NOT every config within"
     print(f"RESULT: {verdict} {GOAL_PCT:g}% (plugin vs direct GPU J)")
+
+
+# ------------------------------------------------------------------------------------------- power-limit sweep
+
+
+def limit_sweep(folder: Path, config: dict[str, Any], rounds: int, env: dict[str, str]) -> bool:
+    """``config`` at three power limits through the plugin; whether every limit read back as asked and GPU 0's limit
+    came back afterwards."""
+    if os.geteuid() != 0 and not os.environ.get("ZEUSD_SOCK_PATH"):
+        print("\n  power-limit sweep: left out (setting limits needs root, or zeusd with ZEUSD_SOCK_PATH)")
+        return True
+    import pynvml
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    low, high = (v / 1000 for v in pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle))
+    before = pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000
+    limits = sorted({int(max(low, high * share)) for share in (0.5, 0.75, 1.0)})
+    experiments = [{**config, "id": f"{config['id']}-{limit}w", "gpu": {"power_limit_w": limit}} for limit in limits]
+    plugin = run_plugin(folder, experiments, rounds, env)
+    after = pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000
+    print(f"\n  power-limit sweep on GPU 0 (allowed {low:g}-{high:g} W, {before:g} W before the session):")
+    ok = True
+    for limit, experiment in zip(limits, experiments, strict=True):
+        mine = [r["metrics"] for r in plugin["results"] if r["experiment_id"] == experiment["id"]]
+        read_back = {m["gpu_power_limit_w"] for m in mine}
+        ok &= read_back == {float(limit)}
+        energy, tokens = median([m["energy_j"] for m in mine]), median([m["output_tokens"] for m in mine])
+        watts = median([m["mean_power_w"] for m in mine])
+        print(
+            f"    {limit} W: read back {sorted(read_back, key=str)}, mean W {fmt(watts)}, "
+            f"J/token {fmt(energy / tokens if energy and tokens else None, 4)}, "
+            f"tok/s {fmt(median([m['tokens_per_s'] for m in mine]))}"
+        )
+    restored = after == before
+    print(f"    GPU 0's limit after the session: {after:g} W ({'restored' if restored else 'NOT restored'})")
+    return ok and restored
 
 
 def report(spec: str, configs: list[dict[str, Any]], plugin: dict[str, Any], direct: list[dict[str, Any]]) -> bool:

@@ -4,9 +4,11 @@
     llem compare BASELINE [RUN] [--fail METRIC:PCT] [--alpha A] [--any-hardware]
     llem merge RUN... -o OUT                        shards (or runs of different studies) into one run folder
     llem doctor [--timeout SECONDS]                 what this machine can measure, and how to get the rest
+    llem doctor --restore [RESULTS_DIR]             put back GPU settings a killed session left (default .llem)
 
 RUN is a run folder, a run id under ./.llem/runs, or a folder of runs (its latest run); it defaults to ./.llem.
-Exit codes: 0 done, 1 a regression (compare) or nothing to measure (doctor), 2 a usage error or a refusal, said in
+Exit codes: 0 done, 1 a regression (compare), nothing to measure (doctor) or GPU settings left unrestored
+(doctor --restore), 2 a usage error or a refusal, said in
 one line on stderr.
 Only light modules are imported: scipy comes in when compare tests, matplotlib when plots are asked for, Zeus when
 doctor looks at the devices (torch and vLLM only in doctor's own child processes).
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .energy.doctor import DEFAULT_IMPORT_TIMEOUT_S, diagnose  # light: Zeus is imported when doctor runs
+from .energy.gpu_settings import restore_journals
 from .errors import LlemError
 from .report.table import render_session
 from .results import baselines, gate
@@ -33,6 +36,7 @@ from .study.ids import safe_name
 RESULTS_DIR = Path(DEFAULT_RESULTS_DIR)  # the plugin's default, relative to where llem runs (usually the rootdir)
 REGRESSED, USAGE = 1, 2
 NOTHING_TO_MEASURE = 1  # doctor
+UNRESTORED = 1  # doctor --restore: a journal is left
 
 
 class HardwareMismatch(LlemError):
@@ -110,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest wait for torch and vLLM to import, each in a child process "
         f"(default {DEFAULT_IMPORT_TIMEOUT_S:g}; 0 skips them)",
+    )
+    doctor.add_argument(
+        "--restore",
+        nargs="?",
+        const=str(RESULTS_DIR),
+        type=Path,
+        metavar="RESULTS_DIR",
+        help="put back the GPU power limits and clocks that a session killed mid-item left changed, from the journals "
+        "in RESULTS_DIR/gpu-settings (default: .llem); then exit",
     )
     doctor.set_defaults(command=_doctor)
     return parser
@@ -255,6 +268,10 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    if args.restore is not None:
+        lines, complete = restore_journals(args.restore)
+        print("\n".join(lines))
+        return 0 if complete else UNRESTORED
     report = diagnose(args.timeout or None)
     print("\n".join(report.lines()))
     return 0 if report.ok else NOTHING_TO_MEASURE

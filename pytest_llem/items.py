@@ -17,6 +17,7 @@ import pytest
 
 from .backends import unavailable_reason
 from .config.models import ExecutionConfig, ExperimentConfig, backend_names
+from .energy.gpu_settings import GpuSettingsSkipped
 from .errors import ConfigError, LlemError, PhaseError, last_frame
 from .gating import adaptive_plan, comparison_key, extra_cycle_skip_reason, study_gate
 from .keys import measurement_key, session_key, store_key
@@ -208,9 +209,12 @@ class ExperimentItem(StudyItem):
         measuring = self.config.stash[measurement_key]
         measuring.pacer.wait(self.study, self.experiment_id, self.cycle, self.execution, self._announce)
         started = time.time()
-        metrics = measuring.run(
-            self.experiment, self.execution, study_dir=self.path.parent, cache_dir=cache_dir(self.config)
-        )
+        try:
+            metrics = measuring.run(
+                self.experiment, self.execution, study_dir=self.path.parent, cache_dir=cache_dir(self.config)
+            )
+        except GpuSettingsSkipped as exc:  # a limit this GPU does not allow, no GPU to set: not this machine's to run
+            pytest.skip(str(exc))
         result = ItemResult(
             study=self.study,
             study_design_hash=self.study_design_hash,
@@ -221,7 +225,7 @@ class ExperimentItem(StudyItem):
             model=self.experiment.model,
             config=self.experiment.identity(),
             metrics=metrics,
-            environment=measuring.environment(),
+            environment=measuring.environment_of(metrics),
             started_at=started,
             finished_at=time.time(),
         )

@@ -1,5 +1,5 @@
 """What a session measures with and how it runs an item: meters, idle baselines, meter choice, strictness,
-isolation, the environment.
+isolation, the GPU settings a study asks for, the environment.
 
 One ``MeasurementSession`` per pytest session (kept in the config's stash) serves study items and the ``llem_energy``
 fixture alike, so both go through the same meters. Nothing heavy is imported until an item runs.
@@ -17,6 +17,7 @@ from pathlib import Path
 from .backends.placement import gpu_scope
 from .config.models import ExecutionConfig, ExperimentConfig
 from .energy.baseline import IdleBaselines
+from .energy.gpu_settings import Wanted, applied
 from .energy.meter import EVERY_GPU, GpuDevice, Meter, resolve_choice
 from .energy.opening import MeterPool
 from .errors import MeasurementWarningError
@@ -37,6 +38,7 @@ class MeasurementSession:
     child_setup: list[str] = field(default_factory=list)  # import paths run first in every isolated child
     pacer: Pacer = field(default_factory=Pacer)
     memory_release: MemoryRelease = field(default_factory=MemoryRelease)  # after a killed item, its GPU memory
+    gpu_journals: Path | None = None  # where GPU settings are journaled before they change (llem doctor --restore)
     _environment: Environment | None = None
 
     def fixture_meter(self) -> Meter:
@@ -46,7 +48,22 @@ class MeasurementSession:
     def run(
         self, config: ExperimentConfig, execution: ExecutionConfig, *, study_dir: Path, cache_dir: Path | None
     ) -> Metrics:
-        """Run one item's work, in a fresh child process (``isolation: process``) or here."""
+        """Run one item's work, in a fresh child process (``isolation: process``) or here. A ``gpu:`` section's
+        settings are applied here, on the item's GPUs, before its work (idle baseline included) and restored after it
+        however it ends: this process outlives the child."""
+        wanted = Wanted(config.gpu.power_limit_w, config.gpu.locked_clocks_mhz) if config.gpu else Wanted()
+        if not wanted.anything:
+            return self._run(config, execution, study_dir=study_dir, cache_dir=cache_dir)
+        with applied(wanted, gpu_scope(config), self.gpu_journals) as settings:
+            metrics = self._run(config, execution, study_dir=study_dir, cache_dir=cache_dir)
+            in_force = settings.in_force()
+        return metrics.model_copy(
+            update={**in_force.metrics(), "unavailable": metrics.unavailable | in_force.unavailable}
+        )
+
+    def _run(
+        self, config: ExperimentConfig, execution: ExecutionConfig, *, study_dir: Path, cache_dir: Path | None
+    ) -> Metrics:
         from .runner.scenarios import run_item
 
         choice = resolve_choice(self.command_line_meter, config.energy.meter, self.ini_meter)
@@ -103,6 +120,15 @@ class MeasurementSession:
                 gpus, reason = visible_gpus()
             self._environment = capture_environment(self.project_dir, gpus, reason)
         return self._environment
+
+    def environment_of(self, metrics: Metrics) -> Environment:
+        """The environment an item ran in: the session's, with the GPU settings its ``gpu:`` section put in force."""
+        environment = self.environment()
+        if not metrics.gpu_settings_gpus:
+            return environment
+        return environment.with_gpu_settings(
+            metrics.gpu_settings_gpus, metrics.gpu_power_limit_w, metrics.gpu_locked_clocks_mhz
+        )
 
     def enforce(self, warnings: Sequence[str], what: str) -> None:
         """Under ``--llem-strict`` a measurement with warnings fails its item (its result is still recorded)."""

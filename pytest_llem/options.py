@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from .config.loader import resolve_execution
+from .energy.gpu_settings import JOURNALS
 from .energy.meter import METER_CHOICES
 from .errors import ConfigError, LlemError
 from .measurement import MeasurementSession
+from .results.store import DEFAULT_RESULTS_DIR
 from .study.grid import DEFAULT_MAX_EXPERIMENTS, MAX_EXPERIMENTS_KEY
 
 # What the plugin runs when neither the command line, the study nor the ini says: LLenergyMeasure's CLI defaults,
@@ -88,7 +90,15 @@ def measurement_session(config: pytest.Config) -> MeasurementSession:
         ini_meter=ini_meter,
         strict=bool(config.getoption("llem_strict") or config.getini("llem_strict")),
         child_setup=child_setup_paths(config),
+        gpu_journals=results_dir(config) / JOURNALS,
     )
+
+
+def results_dir(config: pytest.Config) -> Path:
+    """The results folder (``.llem`` by default): run folders, baselines, GPU-settings journals."""
+    chosen = config.getoption("llem_results_dir") or config.getini("llem_results_dir") or DEFAULT_RESULTS_DIR
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else config.rootpath / path
 
 
 def max_experiments(config: pytest.Config) -> int:

@@ -13,11 +13,12 @@ from .errors import LlemError
 from .items import ITEM_PROPERTY, RESUMED_PROPERTY, StudyItem, is_study_file
 from .keys import session_key, store_key
 from .measurement import MeasurementSession
+from .options import results_dir
 from .results import baselines
 from .results.runfolder import RunFolder
 from .results.schema import ItemResult
 from .results.session import SessionResults
-from .results.store import BASELINES, DEFAULT_RESULTS_DIR, FINISHED, RUN_ID, RUNS, ItemEntry, RunStore
+from .results.store import BASELINES, FINISHED, RUN_ID, RUNS, ItemEntry, RunStore
 from .scheduling import shard_label
 
 __all__ = [
@@ -38,9 +39,7 @@ expected_key = pytest.StashKey[set[str]]()  # study items xdist workers collecte
 
 
 def runs_dir(config: pytest.Config) -> Path:
-    chosen = config.getoption("llem_results_dir") or config.getini("llem_results_dir") or DEFAULT_RESULTS_DIR
-    path = Path(chosen).expanduser()
-    return (path if path.is_absolute() else config.rootpath / path) / RUNS
+    return results_dir(config) / RUNS
 
 
 def baselines_dir(config: pytest.Config) -> Path:

@@ -6,20 +6,30 @@ the test says, so that energy, window length and every warning that depends on t
 ``FakeGPUs`` honours ``CUDA_VISIBLE_DEVICES`` the way Zeus's NVIDIAGPUs does: it instantiates only the visible GPUs, in
 that order, each keeping its physical index.
 
+The GPUs' settings (power limit, locked clocks) live in a ``FakeDriver``: in memory, or in a JSON file when processes
+share it (the pytest process sets a limit, the item's child draws under it), as they share a real driver. A GPU draws
+min(its load power, its power limit), so energy follows the limit; every set and reset is recorded in ``calls``;
+without ``root`` a setter raises Zeus's no-permission error, as NVML does for a user.
+
 This file is also copied into pytester projects (their conftest installs the fakes), so it imports nothing from tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import zeus.device.cpu
 import zeus.device.gpu
 from zeus.device.cpu.common import CPU, CpuDramMeasurement, CPUs
-from zeus.device.gpu.common import GPU, GPUs
+from zeus.device.gpu.common import GPU, GPUs, ZeusGPUInvalidArgError, ZeusGPUNoPermissionError
 
 Clock = Callable[[], float]
 
@@ -75,6 +85,60 @@ class PowerTrace:
             return self._read() + self.offset_j
 
 
+MIN_LIMIT_W = 100.0
+GRAPHICS_CLOCKS_MHZ = list(range(1980, 209, -15))  # what NVML lists: highest first
+
+
+class FakeDriver:
+    """The settings of every fake GPU, by physical index: ``limit_w``, ``clocks`` ([min, max] or None), ``calls`` (every
+    set and reset, in order) and ``root`` (whether setters are allowed). Kept in ``path`` (JSON, locked while changed)
+    when given, so that processes share them; else in memory."""
+
+    def __init__(self, path: Path | str | None = None, *, root: bool = True) -> None:
+        self.path = Path(path) if path is not None else None
+        self._memory: dict[str, Any] = {"root": root, "gpus": {}, "calls": []}
+        if self.path is not None and not self.path.exists():
+            self.path.write_text(json.dumps(self._memory))
+
+    def read(self) -> dict[str, Any]:
+        if self.path is None:
+            return self._memory
+        return dict(json.loads(self.path.read_text()))
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[dict[str, Any]]:
+        if self.path is None:
+            yield self._memory
+            return
+        with open(self.path, "r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            state = json.loads(handle.read())
+            yield state
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(state))
+
+    def gpu(self, index: int, default_limit_w: float) -> dict[str, Any]:
+        found = self.read()["gpus"].get(str(index))
+        return found if found is not None else {"limit_w": default_limit_w, "clocks": None}
+
+    @property
+    def calls(self) -> list[list[Any]]:
+        return list(self.read()["calls"])
+
+    def set_root(self, root: bool) -> None:
+        with self.changing() as state:
+            state["root"] = root
+
+    def change(self, index: int, default_limit_w: float, call: list[Any], **settings: Any) -> None:
+        with self.changing() as state:
+            if not state["root"]:
+                raise ZeusGPUNoPermissionError("Insufficient Permissions")
+            gpu = state["gpus"].setdefault(str(index), {"limit_w": default_limit_w, "clocks": None})
+            gpu.update(settings)
+            state["calls"].append(call)
+
+
 class FakeGPU(GPU):
     def __init__(
         self,
@@ -83,12 +147,37 @@ class FakeGPU(GPU):
         name: str = "Fake GPU",
         limit_w: float = 700.0,
         clock: Clock = time.monotonic,
+        driver: FakeDriver | None = None,
     ) -> None:
         super().__init__(gpu_index)
+        self.load_w = watts  # what the work would draw without a limit
+        self.default_limit_w = limit_w  # the driver's default, also the highest limit allowed
+        self.driver = driver or FakeDriver()
         self.trace = PowerTrace(watts, clock)
         self.name = name
-        self.limit_w = limit_w
         self.frozen_mj: int | None = None  # a counter stuck at one value reads 0 J
+        self._limit_followed: float | None = None
+        self._follow_limit()
+
+    @property
+    def limit_w(self) -> float:
+        return float(self.driver.gpu(self.gpu_index, self.default_limit_w)["limit_w"])
+
+    def draw(self, load_w: float) -> None:
+        """The work now asks for ``load_w``; the GPU draws min(load_w, its power limit)."""
+        self.load_w = load_w
+        self._limit_followed = None
+        self.trace.watts = load_w
+        self._follow_limit()
+
+    def _follow_limit(self) -> None:
+        """Once a limit was set through the driver (here or in another process), draw min(load, limit). Until then the
+        trace is the test's to set (a GPU drawing above its limit is how the validity check is tested)."""
+        state = self.driver.read()["gpus"].get(str(self.gpu_index))
+        if state is None or state["limit_w"] == self._limit_followed:
+            return
+        self._limit_followed = state["limit_w"]
+        self.trace.watts = min(self.load_w, state["limit_w"])
 
     @property
     def supports_nonblocking_setters(self) -> bool:
@@ -98,16 +187,25 @@ class FakeGPU(GPU):
         return self.name
 
     def get_power_management_limit_constraints(self) -> tuple[int, int]:
-        return (100_000, int(self.limit_w * 1000))
+        return (int(MIN_LIMIT_W * 1000), int(self.default_limit_w * 1000))
 
     def get_power_management_limit(self) -> int:
         return int(self.limit_w * 1000)
 
     def set_power_management_limit(self, power_limit_mw: int, block: bool = True) -> None:
-        raise NotImplementedError
+        if power_limit_mw == self.get_power_management_limit():
+            return  # as Zeus's NVIDIAGPU does: no driver call, so no right needed
+        low, high = self.get_power_management_limit_constraints()
+        if not low <= power_limit_mw <= high:
+            raise ZeusGPUInvalidArgError("Invalid Argument")
+        call = ["set_power_limit", self.gpu_index, power_limit_mw]
+        self.driver.change(self.gpu_index, self.default_limit_w, call, limit_w=power_limit_mw / 1000)
+        self._follow_limit()
 
     def reset_power_management_limit(self, block: bool = True) -> None:
-        raise NotImplementedError
+        call = ["reset_power_limit", self.gpu_index]
+        self.driver.change(self.gpu_index, self.default_limit_w, call, limit_w=self.default_limit_w)
+        self._follow_limit()
 
     def set_persistence_mode(self, enabled: bool, block: bool = True) -> None:
         raise NotImplementedError
@@ -125,13 +223,21 @@ class FakeGPU(GPU):
         raise NotImplementedError
 
     def get_supported_graphics_clocks(self, memory_clock_mhz: int | None = None) -> list[int]:
-        return [1000]
+        return list(GRAPHICS_CLOCKS_MHZ)
+
+    @property
+    def locked_clocks_mhz(self) -> list[int] | None:
+        clocks = self.driver.gpu(self.gpu_index, self.default_limit_w)["clocks"]
+        return list(clocks) if clocks is not None else None
 
     def set_gpu_locked_clocks(self, min_clock_mhz: int, max_clock_mhz: int, block: bool = True) -> None:
-        raise NotImplementedError
+        call = ["set_gpu_locked_clocks", self.gpu_index, min_clock_mhz, max_clock_mhz]
+        self.driver.change(self.gpu_index, self.default_limit_w, call, clocks=[min_clock_mhz, max_clock_mhz])
 
     def reset_gpu_locked_clocks(self, block: bool = True) -> None:
-        raise NotImplementedError
+        self.driver.change(
+            self.gpu_index, self.default_limit_w, ["reset_gpu_locked_clocks", self.gpu_index], clocks=None
+        )
 
     def get_average_power_usage(self) -> int:
         return int(self.trace.watts * 1000)
@@ -148,6 +254,7 @@ class FakeGPU(GPU):
     def get_total_energy_consumption(self) -> int:
         if self.frozen_mj is not None:
             return self.frozen_mj
+        self._follow_limit()  # another process may have set the limit since the last read
         return int(self.trace.energy_j() * 1000)
 
     def get_gpu_temperature(self) -> int:
@@ -163,11 +270,14 @@ class FakeGPUs(GPUs):
         names: Sequence[str] | None = None,
         limit_w: float = 700.0,
         clock: Clock = time.monotonic,
+        driver: FakeDriver | Path | str | None = None,
     ) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         indices = [int(i) for i in visible.split(",") if i.strip()] if visible is not None else range(len(watts))
+        self.driver = driver if isinstance(driver, FakeDriver) else FakeDriver(driver)
         self.physical = {
-            i: FakeGPU(i, watts[i], (names or [])[i] if names else "Fake GPU", limit_w, clock) for i in indices
+            i: FakeGPU(i, watts[i], (names or [])[i] if names else "Fake GPU", limit_w, clock, self.driver)
+            for i in indices
         }
         self._gpus = list(self.physical.values())
 

@@ -144,6 +144,29 @@ class EnergyConfig(_Strict):
         return _GPU_INDEX_LIST.validate_python(value)
 
 
+class GpuConfig(_Strict):
+    """Deployment settings of the GPUs an item uses (the GPUs its energy is measured on), set before the item and
+    restored after it (energy/gpu_settings.py). None leaves a setting as the machine has it."""
+
+    power_limit_w: StrictInt | None = Field(None, gt=0, description="power limit of each GPU, whole watts")
+    locked_clocks_mhz: tuple[Annotated[StrictInt, Field(gt=0)], Annotated[StrictInt, Field(gt=0)]] | None = Field(
+        None, description="[min, max] graphics clocks, MHz"
+    )
+
+    @field_validator("locked_clocks_mhz")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and value[0] > value[1]:
+            raise PydanticCustomError(
+                "clock_range", "must be [min, max] with min <= max, not {value}", {"value": list(value)}
+            )
+        return value
+
+    @property
+    def sets_anything(self) -> bool:
+        return self.power_limit_w is not None or self.locked_clocks_mhz is not None
+
+
 class PyTorchConfig(_Strict):
     """Options of the transformers backend; None means the library's own default."""
 
@@ -279,6 +302,7 @@ class ExperimentConfig(_Strict):
     warmup: WarmupConfig = Field(default=WarmupConfig())
     baseline: BaselineConfig = Field(default=BaselineConfig())
     energy: EnergyConfig = Field(default=EnergyConfig())
+    gpu: GpuConfig | None = None
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     passthrough_kwargs: dict[str, JsonValue] | None = None
@@ -320,6 +344,8 @@ class ExperimentConfig(_Strict):
                         f"vllm.{section}.{key}: dataset.output_len ({policy}) already decides how many tokens each "
                         "prompt generates"
                     )
+        if self.gpu is not None and self.gpu.sets_anything and _platform(info) == "cpu":
+            raise invalid_combination("gpu: no GPU to set (this machine runs the engine on the CPU)")
         problem = precision_problem(self.backend, self.precision, _platform(info))
         if problem:
             raise invalid_combination(problem)
@@ -394,7 +420,7 @@ class ExperimentConfig(_Strict):
 
 _PLAIN = (str, int, bool)
 # Fields added after experiments were first hashed, with the value that means "as before".
-_NEW_WITH_DEFAULT: dict[str, Any] = {"scenario": "offline", "serving": None}
+_NEW_WITH_DEFAULT: dict[str, Any] = {"scenario": "offline", "serving": None, "gpu": None}
 
 
 @lru_cache(maxsize=4096, typed=True)  # typed: 1 and True are equal keys otherwise, but "1" and "true" in JSON

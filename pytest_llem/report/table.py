@@ -79,9 +79,19 @@ PHASE_COLUMNS: list[Column] = [
 ]
 
 
+# A study whose gpu: power_limit_w varies: the limit read back, after the experiment's name.
+LIMIT_COLUMN: Column = ("limit W", lambda r: _mean(r.metrics["gpu_power_limit_w"], digits=0))
+
+
+def _limit_varies(rows: list[ExperimentSummary]) -> bool:
+    return len({row.metrics["gpu_power_limit_w"].mean for row in rows}) > 1
+
+
 def columns_for(study: str, session: SessionResults, rows: list[ExperimentSummary] | None = None) -> list[Column]:
-    phased = any(row.metrics["prefill_duration_s"].n for row in rows or [])
-    return COLUMNS + (PHASE_COLUMNS if phased else []) + verdict_columns(study, session)
+    rows = rows or []
+    phased = any(row.metrics["prefill_duration_s"].n for row in rows)
+    limit = [LIMIT_COLUMN] if _limit_varies(rows) else []
+    return COLUMNS[:1] + limit + COLUMNS[1:] + (PHASE_COLUMNS if phased else []) + verdict_columns(study, session)
 
 
 def workload_line(study: str, session: SessionResults) -> list[str]:

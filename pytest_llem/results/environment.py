@@ -26,6 +26,7 @@ class GpuFingerprint(BaseModel):
     index: int
     name: str | None
     power_limit_w: float | None
+    locked_clocks_mhz: list[int] | None = None  # set by a study's gpu: section (absent from older files)
 
 
 class Environment(BaseModel):
@@ -48,7 +49,11 @@ class Environment(BaseModel):
     @property
     def fingerprint(self) -> str:
         """Short hash of what makes measurements comparable (not the hostname, the commit or the meter's words)."""
-        key = self.model_dump_json(include={"cpu_model", "gpus", "gpu_driver", "versions", "platform"})
+        unlocked = all(g.locked_clocks_mhz is None for g in self.gpus)  # as fingerprints were before the field existed
+        key = self.model_dump_json(
+            include={"cpu_model", "gpus", "gpu_driver", "versions", "platform"},
+            exclude={"gpus": {"__all__": {"locked_clocks_mhz"}}} if unlocked else None,
+        )
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @property
@@ -62,6 +67,18 @@ class Environment(BaseModel):
             )
             return f"{gpus}, driver {self.gpu_driver or 'unknown'}"
         return f"{self.cpu_model or 'unknown CPU'} (no GPU)"
+
+    def with_gpu_settings(
+        self, gpus: Sequence[int], power_limit_w: float | None, locked_clocks_mhz: Sequence[int] | None
+    ) -> Environment:
+        """This environment as an item with a ``gpu:`` section ran on it: its GPUs' limit and clocks as read back
+        (a limit that could not be read back is None)."""
+        clocks = list(locked_clocks_mhz) if locked_clocks_mhz else None
+        changed = [
+            g.model_copy(update={"power_limit_w": power_limit_w, "locked_clocks_mhz": clocks}) if g.index in gpus else g
+            for g in self.gpus
+        ]
+        return self.model_copy(update={"gpus": changed})
 
     def describe(self) -> str:
         gpus = ", ".join(f"{g.name or 'GPU'} #{g.index}" for g in self.gpus) or "no GPU"

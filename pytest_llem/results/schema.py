@@ -136,6 +136,16 @@ class Metrics(ServingMetrics, EnergyMetrics):
     decode_energy_per_output_token_j: float | None = Field(
         None, description="decode_energy_j / the tokens decode made (output_tokens less each sequence's first)"
     )
+    # gpu: settings (energy/gpu_settings.py)
+    gpu_settings_gpus: list[int] = Field(
+        default_factory=list, description="the GPUs (driver's index) the study's gpu: settings were applied on"
+    )
+    gpu_power_limit_w: float | None = Field(
+        None, description="the power limit in force on those GPUs during the item, read back before and after it"
+    )
+    gpu_locked_clocks_mhz: list[int] | None = Field(
+        None, description="[min, max] graphics clocks locked on those GPUs, as the driver accepted them"
+    )
 
 
 class ItemResult(BaseModel):

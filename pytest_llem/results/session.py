@@ -25,6 +25,7 @@ SUMMARY_METRICS = (
     "prefill_duration_s",  # phases: true
     "prefill_energy_per_input_token_j",
     "decode_energy_per_output_token_j",
+    "gpu_power_limit_w",  # gpu: power_limit_w, as read back
     # scenario: serving
     "request_throughput_rps",
     "ttft_s.p50",

@@ -200,12 +200,20 @@ _VALUES = st.one_of(
     backend=st.sampled_from(["pytorch", "vllm"]),
     extra=st.dictionaries(st.text("ab", min_size=1, max_size=2), _VALUES, max_size=2),
     gpus=st.one_of(st.none(), st.lists(st.integers(0, 3), max_size=2)),
+    limit=st.one_of(st.none(), st.integers(100, 700)),
 )
 def test_identity_json_is_the_sorted_dump_byte_for_byte(
-    n: int, temperature: float, batch: int | None, backend: str, extra: dict[str, Any], gpus: list[int] | None
+    n: int,
+    temperature: float,
+    batch: int | None,
+    backend: str,
+    extra: dict[str, Any],
+    gpus: list[int] | None,
+    limit: int | None,
 ) -> None:
     """The identity is assembled from cached per-section pieces; it must stay exactly the JSON that config hashes (and
-    so saved baselines) were always computed over."""
+    so saved baselines) were always computed over. A section added later (``gpu:``) is left out while unset, so the
+    experiments that do not use it keep the hashes they had before it existed."""
     section: dict[str, Any] = (
         {"pytorch": {"batch_size": batch}} if backend == "pytorch" else {"vllm": {"engine": extra}}
     )
@@ -218,10 +226,12 @@ def test_identity_json_is_the_sorted_dump_byte_for_byte(
             "decoder": {"temperature": temperature},
             "energy": {"gpu_indices": gpus},
             "passthrough_kwargs": {f"x{k}": v for k, v in extra.items()} or None,
+            **({"gpu": {"power_limit_w": limit}} if limit is not None else {}),
             **section,
         },
         context={"platform": "cuda"},
     )
-    reference = json.dumps(experiment.model_dump(mode="json", exclude={"id"}), sort_keys=True)
+    left_out = {"id"} | ({"gpu"} if limit is None else set())
+    reference = json.dumps(experiment.model_dump(mode="json", exclude=left_out), sort_keys=True)
     assert experiment.identity_json == reference
-    assert experiment.identity() == experiment.model_dump(mode="json", exclude={"id"})
+    assert experiment.identity() == experiment.model_dump(mode="json", exclude=left_out)

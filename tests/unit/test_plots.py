@@ -198,3 +198,18 @@ def test_without_matplotlib_plots_say_how_to_install_it(monkeypatch: pytest.Monk
     with pytest.raises(PlotsUnavailable, match=r"pip install 'pytest-llem\[plots\]'"):
         write_plots(session_of([result("e", config(), metrics())]), tmp_path / "plots")
     assert not (tmp_path / "plots").exists()
+
+
+@draws
+def test_a_swept_power_limit_gets_energy_per_token_and_latency_drawn_against_it(tmp_path: Path) -> None:
+    results = [
+        result(f"pl{limit}", config(gpu={"power_limit_w": limit, "locked_clocks_mhz": None}),
+               metrics(3000.0 / limit, ttft=[limit / 1e4], gpu_power_limit_w=float(limit)))
+        for limit in (300, 500, 700)
+    ]  # fmt: skip
+    written = names(write_plots(session_of(results), tmp_path))
+    assert {
+        "sweep-energy_per_output_token_j-vs-gpu.power_limit_w.png",
+        "sweep-ttft_s.mean-vs-gpu.power_limit_w.png",
+    } <= written
+    assert not any("gpu_power_limit_w" in name for name in written)  # the setting is an axis, not a metric
