@@ -1,5 +1,6 @@
 """When each request of a load is sent: the rule of ``vllm bench serve`` (gamma-distributed gaps, rescaled so the
-whole load lasts n / rate), drawn from a generator of its own, so the times are the same for every config and cycle."""
+whole load lasts n / rate), drawn as it draws them: numpy's legacy generator seeded with the seed, one draw per
+request. So the times are the same for every config and cycle, and the same as ``vllm bench serve --seed`` sends."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def arrival_times(n: int, rate: float, burstiness: float, seed: int) -> list[flo
     else:
         import numpy as np
 
-        generator = np.random.default_rng(seed)
-        gaps = generator.gamma(shape=burstiness, scale=1.0 / (rate * burstiness), size=n).tolist()
+        generator = np.random.RandomState(seed)  # vLLM seeds np.random (this generator) and draws one gap per request
+        gaps = [float(generator.gamma(shape=burstiness, scale=1.0 / (rate * burstiness))) for _ in range(n)]
     times: list[float] = []
     total = 0.0
     for gap in gaps:

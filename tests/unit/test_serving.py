@@ -44,6 +44,21 @@ def test_arrivals_are_seeded_ordered_and_span_n_over_rate(n: int, rate: float, b
     assert times[-1] == pytest.approx(n / rate)  # vLLM's rescaling: the load lasts n / rate whatever the draw
 
 
+def test_arrivals_are_the_ones_vllm_bench_serve_draws_for_the_same_seed() -> None:
+    """vllm bench serve calls np.random.seed(seed), then np.random.gamma once per request (serve.py), and rescales the
+    sum to n / rate: the same seed gives the same send times (perf/p7_serving.py checks it against vLLM's own)."""
+    import numpy as np
+
+    state = np.random.get_state()
+    try:
+        np.random.seed(42)
+        gaps = [np.random.gamma(shape=0.5, scale=1.0 / (4.0 * 0.5)) for _ in range(50)]
+    finally:
+        np.random.set_state(state)
+    sums = list(itertools.accumulate(gaps))
+    assert arrival_times(50, 4.0, 0.5, 42) == pytest.approx([t * (50 / 4.0) / sums[-1] for t in sums])
+
+
 def test_rate_inf_sends_everything_at_once_and_burstiness_inf_evenly() -> None:
     assert arrival_times(5, math.inf, 1.0, 0) == [0.0] * 5
     assert arrival_times(4, 2.0, math.inf, 0) == pytest.approx([0.5, 1.0, 1.5, 2.0])
