@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from ..errors import LlemError
 from ..results.session import ExperimentSummary, SessionResults
 from ..study.ids import lookup, safe_name, varying_paths
+from .serving_plots import write_serving_plots
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -104,6 +105,7 @@ def write_plots(session: SessionResults, out_dir: Path) -> list[Path]:
             written += _plot_sweeps(study, stem, experiments, out_dir)
             pareto = _plot_pareto(study, experiments, out_dir / _file_name(f"{stem}-pareto"))
             written += [pareto] if pareto else []
+            written += write_serving_plots(session, study, stem, out_dir)
     return sorted(written)
 
 

@@ -126,6 +126,8 @@ def tables_for(study: str, session: SessionResults, rows: list[ExperimentSummary
     tables = [Table(columns_for(study, session, offline), offline, [])] if offline else []
     if served:
         columns, below = render_serving(served, verdict_columns(study, session))
+        if _limit_varies(served):  # after the experiment's name, as in the offline table
+            columns = [columns[0], LIMIT_COLUMN, *columns[1:]]
         tables.append(Table(columns, served, below))
     return tables
 

@@ -73,8 +73,12 @@ def results(path: Path) -> list[dict]:
 def test_serving_items_report_latencies_goodput_and_the_steady_state_energy(pytester, server) -> None:
     project(pytester, server.url)
     before = len(server.bodies)
-    run = pytester.runpytest("--llem-cycles=2", "--llem-json=out.json", "-p", "no:cacheprovider")
+    run = pytester.runpytest("--llem-cycles=2", "--llem-json=out.json", "--llem-plots=plots", "-p", "no:cacheprovider")
     run.assert_outcomes(passed=4)
+    plots = {p.name for p in (pytester.path / "plots").iterdir()}
+    for rate in ("40", "inf"):
+        for latency in ("ttft_s.p90", "tpot_s.p90"):
+            assert f"study_serve-rate-{rate}-steady_energy_per_output_token_j-vs-{latency}.png" in plots
     assert len(server.bodies) - before == 4 * (8 + 2)  # every item: its warm-up and its load
     for result in results(pytester.path / "out.json"):
         m = result["metrics"]
