@@ -16,11 +16,20 @@ from typing import Any
 
 
 class FakeOpenAIServer:
-    def __init__(self, model: str = "fake-model", token_s: float = 0.0, fail_every: int = 0, usage: bool = True):
+    def __init__(
+        self,
+        model: str = "fake-model",
+        token_s: float = 0.0,
+        fail_every: int = 0,
+        usage: bool = True,
+        prefix_cache_reset: bool = True,
+    ):
         self.model = model
         self.token_s = token_s
         self.fail_every = fail_every  # every k-th completion request answers HTTP 500
         self.usage = usage
+        self.prefix_cache_reset = prefix_cache_reset  # whether it serves vLLM's POST /reset_prefix_cache
+        self.resets = 0
         self.bodies: list[dict[str, Any]] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -65,6 +74,11 @@ class FakeOpenAIServer:
                     self._json(404, {"error": "not found"})
 
             def do_POST(self) -> None:
+                if self.path == "/reset_prefix_cache":
+                    if fake.prefix_cache_reset:
+                        fake.resets += 1
+                    self._json(200 if fake.prefix_cache_reset else 404, {})
+                    return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake._lock:
                     fake.bodies.append(body)

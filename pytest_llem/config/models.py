@@ -352,7 +352,9 @@ class ExperimentConfig(_Strict):
         engine_options = [name for name in ("pytorch", "passthrough_kwargs") if getattr(self, name)]
         if self.vllm is not None and self.vllm.engine is not None:
             engine_options.insert(0, "vllm.engine")
-        problem = serving_problem(self.scenario, self.serving, self.backend, self.phases, engine_options, self.vllm)
+        problem = serving_problem(
+            self.scenario, self.serving, self.backend, self.phases, engine_options, self.vllm, self.n
+        )
         if problem:
             raise invalid_combination(problem)
         if self.vllm is not None and self.vllm.beam_search is not None:

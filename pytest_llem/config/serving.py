@@ -39,7 +39,8 @@ class ServingConfig(_Strict):
     warmup_requests: StrictInt = Field(8, ge=0, description="sent and awaited before the measured load")
     slo: SloConfig = Field(default=SloConfig())
     url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$", description="http://host:port of a server")
-    startup_timeout_seconds: StrictFloat = Field(900.0, gt=0.0, description="bound on the server's start")
+    # How long to wait is no deployment setting: left out of the experiment's identity (its config hash).
+    startup_timeout_seconds: StrictFloat = Field(900.0, gt=0.0, exclude=True, description="bound on the server's start")
 
     @field_validator("request_rate", mode="wrap")
     @classmethod
@@ -69,10 +70,11 @@ def serving_problem(
     phases: bool,
     engine_options: list[str],
     vllm_section: Any | None,
+    n: int,
 ) -> str | None:
     """Why these settings cannot make a serving (or offline) experiment, or None. ``engine_options``: the keys that
     set engine options (``vllm.engine``, ``pytorch``, ``passthrough_kwargs``) that are set; ``vllm_section``: the
-    experiment's ``vllm:`` section or None."""
+    experiment's ``vllm:`` section or None; ``n``: its requests."""
     if scenario == "offline":
         return "serving: a serving section is given but scenario is offline" if serving is not None else None
     if serving is not None and serving.url is not None:
@@ -90,4 +92,32 @@ def serving_problem(
     sampling = vllm_section.sampling if vllm_section is not None else None
     if sampling is not None and sampling.n not in (None, 1):
         return "vllm.sampling.n: each serving request is one completion (n: 1)"
+    settings = serving or ServingConfig()
+    if settings.request_rate == "inf":
+        return _full_batch_problem(settings, vllm_section, n)
+    return None
+
+
+def batch_limit(serving: ServingConfig, vllm_section: Any | None) -> int | None:
+    """How many requests the engine runs at once, where the study says: ``vllm.engine.max_num_seqs`` and
+    ``serving.max_concurrency``, the smaller of those set."""
+    engine = vllm_section.engine if vllm_section is not None else None
+    limits = [v for v in (engine.max_num_seqs if engine is not None else None, serving.max_concurrency) if v]
+    return min(limits) if limits else None
+
+
+def _full_batch_problem(serving: ServingConfig, vllm_section: Any | None, n: int) -> str | None:
+    """At rate inf the steady state is the span of a full batch (ML.ENERGY's rule): it needs the batch limit, and
+    enough requests to fill the batch and drain it again."""
+    limit = batch_limit(serving, vllm_section)
+    if limit is None:
+        return (
+            "serving.request_rate: inf measures the steady state of a full batch, whose size the study must give: "
+            "set vllm.engine.max_num_seqs (or serving.max_concurrency)"
+        )
+    if n < 2 * limit:
+        return (
+            f"n: {n} requests at rate inf never fill a batch of {limit} and drain it again; the steady state needs "
+            f"n >= {2 * limit}"
+        )
     return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .meter import CounterSample, Meter
 
 PERIOD_S = 0.1  # NVML refreshes its energy counter about this often
+MAX_GAP_PERIODS = 10  # a window edge between samples further apart than this is not read off a straight line
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,20 @@ class EnergyTimeline:
         self._period_s = period_s
         self.samples: list[CounterSample] = []
         self.reason: str | None = None  # why there are no samples
+        self.failed: str | None = None  # why sampling stopped part-way
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def take(self) -> None:
-        sample = self._meter.sample()
+        """One sample; a reading that fails ends the timeline (its windows are then unknown, with the reason), never
+        the load it runs beside."""
+        if self.failed is not None:
+            return
+        try:
+            sample = self._meter.sample()
+        except Exception as exc:
+            self.failed = f"reading the energy counters failed during the load ({type(exc).__name__}: {exc})"
+            return
         if sample is None:
             self.reason = self._meter.unavailable_reason or "the measured devices have no energy counter to sample"
             return
@@ -65,10 +75,15 @@ class EnergyTimeline:
         """Energy from ``start_s`` to ``end_s`` (``perf_counter``), each counter read at both instants by linear
         interpolation between the samples around it."""
         samples = self.samples
+        if self.failed is not None:
+            return _unknown(self.failed)
         if len(samples) < 2:
             return _unknown(self.reason or "fewer than two counter samples were taken")
         if start_s < samples[0].at_s or end_s > samples[-1].at_s:
             return _unknown("the window reaches outside the sampled span")
+        widest = max(self._period_s * MAX_GAP_PERIODS, 1.0)
+        if any(_gap_around(samples, t) > widest for t in (start_s, end_s)):
+            return _unknown(f"the counters were not sampled for over {widest:g} s around a window edge")
         before, after = _at(samples, start_s), _at(samples, end_s)
         gpu = {i: after.gpu_j[i] - before.gpu_j[i] for i in before.gpu_j if i in after.gpu_j}
         cpu = after.cpu_j - before.cpu_j if after.cpu_j is not None and before.cpu_j is not None else None
@@ -83,11 +98,21 @@ def _unknown(reason: str) -> TimelineEnergy:
     return TimelineEnergy(None, {}, None, None, reason)
 
 
-def _at(samples: list[CounterSample], t: float) -> CounterSample:
-    """The counters at ``t``, between the two samples around it."""
+def _around(samples: list[CounterSample], t: float) -> tuple[CounterSample, CounterSample]:
     times = [s.at_s for s in samples]
     right = min(max(bisect.bisect_left(times, t), 1), len(samples) - 1)
-    a, b = samples[right - 1], samples[right]
+    return samples[right - 1], samples[right]
+
+
+def _gap_around(samples: list[CounterSample], t: float) -> float:
+    """How far apart the samples an edge is read between are (0 when it falls on one)."""
+    a, b = _around(samples, t)
+    return 0.0 if t in (a.at_s, b.at_s) else b.at_s - a.at_s
+
+
+def _at(samples: list[CounterSample], t: float) -> CounterSample:
+    """The counters at ``t``, between the two samples around it."""
+    a, b = _around(samples, t)
     share = (t - a.at_s) / (b.at_s - a.at_s) if b.at_s > a.at_s else 1.0
 
     def mix(x: float | None, y: float | None) -> float | None:

@@ -116,9 +116,11 @@ def choices(rows: list[ExperimentSummary]) -> list[RateChoice]:
     for rate, group in by_rate.items():
         slo = any(has_slo(r) for r in group)
         missing = {
-            r.experiment_id: r.metrics["slo_attainment"].mean or 0.0
+            r.experiment_id: attained
             for r in group
-            if has_slo(r) and (r.metrics["slo_attainment"].mean or 0.0) < attainment_goal(r)
+            if has_slo(r)
+            and (attained := r.metrics["slo_attainment"].mean) is not None
+            and attained < attainment_goal(r)
         }
         eligible = [r for r in group if r.experiment_id not in missing]
         priced = [r for r in eligible if r.metrics[STEADY].mean is not None]

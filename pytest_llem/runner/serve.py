@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config.models import ExperimentConfig
 from ..config.platform import detect_platform
+from ..config.serving import batch_limit
 from ..energy.baseline import IdleBaselines, IdlePower
 from ..energy.meter import Meter
 from ..energy.timeline import EnergyTimeline
@@ -19,11 +20,21 @@ from ..serving import client
 from ..serving.arrivals import arrival_times
 from ..serving.metrics import steady_warnings, steady_window, summarize, tokens_between
 from ..serving.requests import RequestSpec
-from ..serving.server import Endpoint, ServerError, StartedServer, external, free_port
+from ..serving.server import (
+    Endpoint,
+    ServerError,
+    StartedServer,
+    external,
+    free_port,
+    on_this_machine,
+    reset_prefix_cache,
+)
 from ..workload.build import Workload, build_workload, load_tokenizer
 from ..workload.models import resolve_model
 from .execute import phase
 
+# Figures of the steady-state window, the energy ones first.
+STEADY_FIELDS = ("steady_energy_j", "steady_energy_per_output_token_j", "steady_duration_s", "steady_output_tokens")
 NOT_READ_HERE = "the engine runs in the server's processes, whose peak memory this item does not read"
 
 
@@ -66,6 +77,7 @@ def run_serving(
                                                 max_concurrency=settings.max_concurrency) if not r.ok]  # fmt: skip
             if failed:
                 raise ServerError(f"{len(failed)} of {len(warm)} warm-up requests failed: {failed[0].error}")
+            not_reset = reset_prefix_cache(endpoint.base_url) if warm else None
         with phase("load"):
             timeline.start()
             meter.begin("load")
@@ -87,24 +99,39 @@ def run_serving(
         raise ServerError(f"every one of the {summary.sent} requests failed: {summary.errors[0]}")
     unavailable: dict[str, str] = dict(reading.unavailable)
     warnings: list[str] = []
+    if not_reset is not None:
+        warnings.append(
+            f"the server's prefix cache was not emptied after the warm-up ({not_reset}): the warm-up's prompts are "
+            "sent again in the load and may skip their prefill"
+        )
+    if settings.url is not None and not on_this_machine(settings.url):
+        warnings.append(
+            f"serving.url names another host ({settings.url}): the energy measured is this machine's, not the server's"
+        )
     if summary.failed:
         warnings.append(f"{summary.failed} of {summary.sent} requests failed (first: {summary.errors[0]})")
-    window = steady_window(records, settings.rate, batch_limit(config))
+    window = steady_window(records, settings.rate, batch_limit(settings, config.vllm))
     steady: dict[str, Any] = {"steady_window": window.rule}
     if window.start_s is None or window.end_s is None:
-        unavailable["steady_energy_j"] = window.reason or "no steady-state window"
+        why = window.reason or "no steady-state window"
+        unavailable |= dict.fromkeys(STEADY_FIELDS, why)
     else:
         energy = timeline.energy_between(window.start_s, window.end_s)
         produced = tokens_between(records, window.start_s, window.end_s, count)
         steady |= {"steady_duration_s": window.duration_s, "steady_output_tokens": produced}
         if energy.energy_j is None:
-            unavailable["steady_energy_j"] = energy.reason or "not measured"
+            unavailable |= dict.fromkeys(STEADY_FIELDS[:2], energy.reason or "not measured")
+        elif not produced:
+            steady["steady_energy_j"] = energy.energy_j
+            unavailable["steady_energy_per_output_token_j"] = "no token was streamed inside the steady-state window"
         else:
             steady["steady_energy_j"] = energy.energy_j
-            steady["steady_energy_per_output_token_j"] = energy.energy_j / produced if produced else None
+            steady["steady_energy_per_output_token_j"] = energy.energy_j / produced
         warnings += steady_warnings(window, reading.duration_s, on_gpu=bool(meter.gpus))
-    if "steady_energy_j" in unavailable:
-        unavailable["steady_energy_per_output_token_j"] = unavailable["steady_energy_j"]
+    if not summary.tpot:
+        unavailable["tpot_s"] = "no request produced more than one token"
+    if not summary.itl:
+        unavailable["itl_s"] = "no request streamed more than one chunk"
     duration = reading.duration_s
     slo_given = bool(settings.slo.targets_s)
     if not slo_given:
@@ -149,15 +176,8 @@ def _vllm_server(config: ExperimentConfig, location: str, log_path: Path) -> Sta
 
     port = free_port()
     argv = server_argv(config, location, detect_platform(), port)
-    return StartedServer(argv, port, log_path, config.serving_settings.startup_timeout_seconds, dict(os.environ))
-
-
-def batch_limit(config: ExperimentConfig) -> int | None:
-    """How many requests the engine runs at once, where the study says: ``vllm.engine.max_num_seqs`` and
-    ``serving.max_concurrency``, the smaller of those set."""
-    engine = config.vllm.engine if config.vllm is not None else None
-    limits = [v for v in (engine.max_num_seqs if engine else None, config.serving_settings.max_concurrency) if v]
-    return min(limits) if limits else None
+    env = dict(os.environ, VLLM_SERVER_DEV_MODE="1")  # its /reset_prefix_cache, on 127.0.0.1 only
+    return StartedServer(argv, port, log_path, config.serving_settings.startup_timeout_seconds, env)
 
 
 def request_specs(config: ExperimentConfig, workload: Workload) -> list[RequestSpec]:

@@ -8,13 +8,16 @@ SIGTERM, then SIGKILL for it and everything it started, so the port and the devi
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +40,25 @@ class Endpoint:
     model_name: str  # as the server names the model in /v1/models
 
 
+def on_this_machine(url: str) -> bool:
+    """Whether ``url``'s host is this machine (loopback, its name, one of its addresses): the devices measured here
+    are the server's only then."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host in ("localhost", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback or host in _own_addresses()
+    except ValueError:
+        return False
+
+
+def _own_addresses() -> set[str]:
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return set()
+
+
 def free_port() -> int:
     """A port nobody listens on now (the kernel's choice); the server binds it a moment later."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -51,6 +73,22 @@ def _get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, b""
+
+
+def reset_prefix_cache(base_url: str) -> str | None:
+    """Empty the server's prefix cache (vLLM's ``POST /reset_prefix_cache``, served in its dev mode), so that the
+    warm-up's prompts, which the load sends again, are prefilled in the load as in a cold run. None when done, else
+    why not."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(base_url.rstrip("/") + "/reset_prefix_cache", data=b"", method="POST")
+    try:
+        with opener.open(request, timeout=30.0) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:
+        return f"POST /reset_prefix_cache failed ({exc})"
+    return None if status == 200 else f"POST /reset_prefix_cache answered HTTP {status}"
 
 
 def served_model(base_url: str, wanted: str | None = None) -> str:
@@ -70,6 +108,23 @@ def external(url: str, wanted: str | None = None) -> Endpoint:
     return Endpoint(url.rstrip("/"), served_model(url, wanted))
 
 
+# Linux: the server gets SIGTERM (and stops its engine) when the item's process dies, however it dies: a killed
+# pytest kills its items (runner/child.py), and their servers must not outlive them. Asked for in a small launcher
+# that then becomes the server (exec keeps it), not in a preexec_fn, which is unsafe while the item runs threads.
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "except (OSError, AttributeError):\n    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n    sys.exit(1)  # the item died before the request took effect\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def stopping_with_this_process(argv: Sequence[str]) -> list[str]:
+    """``argv`` behind the launcher: it runs as ``argv`` would, and gets SIGTERM when this process dies."""
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv]
+
+
 class StartedServer:
     """A server this item starts with ``argv`` (which must make it listen on ``port``) and stops at ``__exit__``."""
 
@@ -81,13 +136,14 @@ class StartedServer:
         self.env = env
         self.base_url = f"http://127.0.0.1:{port}"
         self._process: subprocess.Popen[bytes] | None = None
+        self._started: set[int] = set()  # every process the server was seen to start
         self.startup_s: float | None = None
 
     def __enter__(self) -> StartedServer:
         started = time.perf_counter()
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
             self._process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_stop_with_parent
+                stopping_with_this_process(self.argv), stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
         try:
             self._wait_healthy(started)
@@ -103,6 +159,7 @@ class StartedServer:
     def _wait_healthy(self, started: float) -> None:
         assert self._process is not None
         while True:
+            self._started |= set(_descendants(self._process.pid))
             code = self._process.poll()
             if code is not None:
                 raise ServerError(
@@ -132,27 +189,19 @@ class StartedServer:
     def stop(self) -> None:
         """SIGTERM and a grace period, then SIGKILL for the server and every process it started."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        started = _descendants(process.pid)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for pid in started:
+        started = self._started | set(_descendants(process.pid))
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in started:  # also when the server itself had died: what it started may live on
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _stop_with_parent() -> None:
-    """Linux: the server gets SIGTERM (and stops its engine) when the item's process dies, however it dies: a
-    killed pytest kills its items (runner/child.py), and their servers must not outlive them."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _descendants(pid: int) -> list[int]:

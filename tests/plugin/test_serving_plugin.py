@@ -72,9 +72,10 @@ def results(path: Path) -> list[dict]:
 
 def test_serving_items_report_latencies_goodput_and_the_steady_state_energy(pytester, server) -> None:
     project(pytester, server.url)
-    before = len(server.bodies)
+    before, resets = len(server.bodies), server.resets
     run = pytester.runpytest("--llem-cycles=2", "--llem-json=out.json", "--llem-plots=plots", "-p", "no:cacheprovider")
     run.assert_outcomes(passed=4)
+    assert server.resets - resets == 4  # after each item's warm-up, which the load repeats
     plots = {p.name for p in (pytester.path / "plots").iterdir()}
     for rate in ("40", "inf"):
         for latency in ("ttft_s.p90", "tpot_s.p90"):
@@ -153,6 +154,15 @@ def test_a_server_failing_every_request_fails_its_item_in_one_line_and_the_other
         run = pytester.runpytest("--llem-cycles=1", "-rf")
     run.assert_outcomes(passed=1, failed=1)
     run.stdout.fnmatch_lines(["*broken*warmup failed: ServerError: 2 of 2 warm-up requests failed: HTTP 500*"])
+
+
+def test_a_server_without_a_prefix_cache_reset_is_measured_with_a_warning(pytester) -> None:
+    with FakeOpenAIServer(model="builtin:tiny-llama", prefix_cache_reset=False) as plain:
+        project(pytester, plain.url, study=STUDY.replace("[40, inf]", "[inf]"))
+        run = pytester.runpytest("--llem-cycles=1", "--llem-json=out.json")
+    run.assert_outcomes(passed=1)
+    (warning,) = [w for w in results(pytester.path / "out.json")[0]["metrics"]["measurement_warnings"] if "prefix" in w]
+    assert warning.startswith("the server's prefix cache was not emptied after the warm-up (POST /reset_prefix_cache")
 
 
 def test_an_unreachable_url_fails_at_the_server_phase(pytester) -> None:

@@ -22,7 +22,14 @@ from pytest_llem.serving.arrivals import arrival_times
 from pytest_llem.serving.client import run_load, warm_up
 from pytest_llem.serving.metrics import steady_warnings, steady_window, summarize, tokens_between
 from pytest_llem.serving.requests import RequestRecord, RequestSpec
-from pytest_llem.serving.server import ServerError, StartedServer, external, free_port
+from pytest_llem.serving.server import (
+    ServerError,
+    StartedServer,
+    external,
+    free_port,
+    on_this_machine,
+    reset_prefix_cache,
+)
 from pytest_llem.serving.vllm_server import server_argv
 from pytest_llem.study.hashing import compute_config_hash
 from tests.openai_fake import FakeOpenAIServer
@@ -178,7 +185,7 @@ def test_load_streams_every_request_and_times_each_chunk() -> None:
 def test_requests_wait_for_their_arrival_time() -> None:
     with FakeOpenAIServer() as server:
         records = run_load(server.url, "fake-model", [RequestSpec("a", 1)] * 2, [0.0, 0.3], {})
-    assert records[1].send_s - records[0].send_s >= 0.3
+    assert records[1].send_s - records[0].send_s >= 0.25  # the first may be sent a moment after the load's start
 
 
 def test_max_concurrency_caps_requests_in_flight() -> None:
@@ -201,6 +208,23 @@ def test_an_unreachable_server_fails_every_request_with_the_reason() -> None:
 
 
 # --- the server --------------------------------------------------------------------------------------------------
+
+
+def test_the_prefix_cache_is_emptied_where_the_server_offers_it() -> None:
+    with FakeOpenAIServer() as server:
+        assert reset_prefix_cache(server.url) is None and server.resets == 1
+    with FakeOpenAIServer(prefix_cache_reset=False) as server:
+        assert reset_prefix_cache(server.url) == "POST /reset_prefix_cache answered HTTP 404"
+    assert "failed" in (reset_prefix_cache(f"http://127.0.0.1:{free_port()}") or "")
+
+
+def test_a_url_on_another_host_is_told_apart_from_this_machine() -> None:
+    import socket
+
+    assert on_this_machine("http://127.0.0.1:8000") and on_this_machine("http://localhost:8000/")
+    assert on_this_machine(f"http://{socket.gethostname()}:8000") and on_this_machine("http://[::1]:8000")
+    assert not on_this_machine("http://192.0.2.7:8000")  # TEST-NET-1: nobody's address
+    assert not on_this_machine("http://gpu-node-17.example.com:8000")
 
 
 def test_external_server_names_its_model_or_says_why_not() -> None:
@@ -240,13 +264,20 @@ def test_a_server_that_never_answers_is_given_up_after_the_timeout(tmp_path: Pat
 
 
 def serving(**fields: object) -> ExperimentConfig:
-    return ExperimentConfig(**({"model": "m", "backend": "vllm", "scenario": "serving"} | fields))
+    """A serving experiment; its requests are capped at 2 in flight (rate inf needs a batch limit) unless ``fields``
+    give a serving section of their own."""
+    base = {"model": "m", "backend": "vllm", "scenario": "serving", "n": 8}
+    return ExperimentConfig(**(base | fields))
+
+
+def capped(**serving_fields: object) -> dict:
+    return {"max_concurrency": 2} | serving_fields
 
 
 @pytest.mark.parametrize("written", ["inf", float("inf")])
 def test_request_rate_inf_has_one_spelling(written: object) -> None:
-    assert serving(serving={"request_rate": written}).serving_settings.request_rate == "inf"
-    assert serving(serving={"request_rate": written}).serving_settings.rate == math.inf
+    assert serving(serving=capped(request_rate=written)).serving_settings.request_rate == "inf"
+    assert serving(serving=capped(request_rate=written)).serving_settings.rate == math.inf
 
 
 @pytest.mark.parametrize("written", [0, -1, "fast", True, float("nan")])
@@ -266,30 +297,51 @@ def test_request_rate_refuses_what_is_not_a_rate(written: object) -> None:
             {"serving": {"url": "http://127.0.0.1:1"}, "vllm": {"engine": {"max_num_seqs": 4}}},
             "vllm.engine: serving.url",
         ),
-        ({"scenario": "offline", "serving": {"request_rate": 2}}, "scenario is offline"),
+        ({"scenario": "offline", "serving": {"request_rate": 2.0}}, "scenario is offline"),
     ],
 )
 def test_impossible_serving_settings_are_invalid_combinations(fields: dict, reason: str) -> None:
-    base: dict = {"model": "m", "backend": "vllm", "scenario": "serving"}
+    base: dict = {"model": "m", "backend": "vllm", "scenario": "serving", "serving": capped()}
     with pytest.raises(ValidationError, match="invalid_combination") as raised:
         ExperimentConfig(**(base | fields))
     assert reason in str(raised.value)
 
 
 def test_serving_url_measures_any_backend_s_server() -> None:
-    assert serving(backend="pytorch", serving={"url": "http://127.0.0.1:8000"}).serving_settings.url
+    assert serving(backend="pytorch", serving=capped(url="http://127.0.0.1:8000")).serving_settings.url
 
 
 def test_offline_experiments_keep_their_hash_and_serving_ones_differ_by_rate() -> None:
     offline = ExperimentConfig(model="m")
     assert "scenario" not in offline.identity() and "serving" not in offline.identity()
-    hashes = {compute_config_hash(serving(serving={"request_rate": r})) for r in (2, 8, "inf")}
+    hashes = {compute_config_hash(serving(serving=capped(request_rate=r))) for r in (2, 8, "inf")}
     assert len(hashes) == 3 and compute_config_hash(offline) not in hashes
+    waited_longer = serving(serving=capped(request_rate=2, startup_timeout_seconds=60.0))
+    assert compute_config_hash(waited_longer) == compute_config_hash(serving(serving=capped(request_rate=2)))
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"serving": {"request_rate": "inf"}}, "set vllm.engine.max_num_seqs (or serving.max_concurrency)"),
+        ({"serving": capped(), "n": 3}, "n: 3 requests at rate inf never fill a batch of 2 and drain it again"),
+        (
+            {"serving": capped(max_concurrency=8), "vllm": {"engine": {"max_num_seqs": 4}}, "n": 7},
+            "never fill a batch of 4",  # the smaller of the two limits
+        ),
+    ],
+)
+def test_rate_inf_without_a_steady_state_is_an_invalid_combination(fields: dict, reason: str) -> None:
+    with pytest.raises(ValidationError, match="invalid_combination") as raised:
+        serving(**fields)
+    assert reason in str(raised.value)
+    assert serving(serving=capped(request_rate=4.0)).n == 8  # a finite rate needs no batch limit
 
 
 def test_server_command_carries_the_engine_options_as_flags() -> None:
     config = serving(
         precision="fp32",
+        n=32,
         vllm={"engine": {"max_num_seqs": 16, "enable_prefix_caching": False, "enforce_eager": True}},
         passthrough_kwargs={"override_generation_config": {"temperature": 0.5}},
     )

@@ -28,7 +28,7 @@ def rig(monkeypatch: pytest.MonkeyPatch):
 def test_a_window_across_a_power_change_gets_each_side_s_energy(rig) -> None:
     clock, gpu, _ = rig
     meter = open_meter("zeus")
-    timeline = EnergyTimeline(meter)
+    timeline = EnergyTimeline(meter, period_s=1.0)
     timeline.take()  # t = 0
     for watts in (100.0, 300.0, 300.0, 50.0):  # the load changes the GPU's power second by second
         gpu.watts = watts
@@ -45,7 +45,7 @@ def test_a_window_across_a_power_change_gets_each_side_s_energy(rig) -> None:
 
 def test_edges_between_samples_are_read_on_the_line_between_them(rig) -> None:
     clock, gpu, _ = rig
-    timeline = EnergyTimeline(open_meter("zeus"))
+    timeline = EnergyTimeline(open_meter("zeus"), period_s=1.0)
     timeline.take()
     gpu.watts = 200.0
     clock.sleep(1.0)
@@ -56,7 +56,7 @@ def test_edges_between_samples_are_read_on_the_line_between_them(rig) -> None:
 
 def test_a_window_outside_the_samples_or_without_counters_has_no_energy_and_a_reason(rig) -> None:
     clock, _, _ = rig
-    timeline = EnergyTimeline(open_meter("zeus"))
+    timeline = EnergyTimeline(open_meter("zeus"), period_s=1.0)
     timeline.take()
     clock.sleep(1.0)
     timeline.take()
@@ -84,3 +84,41 @@ def test_the_thread_samples_until_stopped(monkeypatch: pytest.MonkeyPatch) -> No
     times = [sample.at_s for sample in timeline.samples]
     assert len(times) >= 2 and times == sorted(times)
     assert not any(t.name == "pytest-llem-energy-timeline" for t in threading.enumerate())
+
+
+class Flaky:
+    """A meter whose counters read once, then fail (a driver error mid-load)."""
+
+    unavailable_reason = None
+
+    def __init__(self, meter) -> None:
+        self.meter, self.reads = meter, 0
+
+    def sample(self):
+        self.reads += 1
+        if self.reads > 1:
+            raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
+        return self.meter.sample()
+
+
+def test_a_failed_reading_ends_the_timeline_with_the_reason_not_the_load(rig) -> None:
+    clock, _, _ = rig
+    timeline = EnergyTimeline(Flaky(open_meter("zeus")), period_s=1.0)
+    timeline.take()
+    clock.sleep(1.0)
+    timeline.take()  # raises inside: recorded, not raised
+    timeline.stop()  # nor here
+    start = timeline.samples[0].at_s
+    unknown = timeline.energy_between(start, start + 0.5)
+    assert unknown.energy_j is None and "NVML_ERROR_GPU_IS_LOST" in (unknown.reason or "")
+
+
+def test_an_edge_in_a_long_gap_between_samples_is_not_guessed(rig) -> None:
+    clock, _, _ = rig
+    timeline = EnergyTimeline(open_meter("zeus"), period_s=0.1)  # samples expected every 0.1 s: a 3 s hole is a fault
+    timeline.take()
+    clock.sleep(3.0)
+    timeline.take()
+    start = timeline.samples[0].at_s
+    assert "not sampled" in (timeline.energy_between(start + 1.0, start + 2.0).reason or "")
+    assert timeline.energy_between(start, start + 3.0).gpu_energy_j[0] == pytest.approx(300.0)  # edges on samples
