@@ -15,6 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 256  # a load at rate inf connects all at once; the default backlog (5) drops SYNs for 1 s
+
+
 class FakeOpenAIServer:
     def __init__(
         self,
@@ -34,7 +38,7 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.most_in_flight = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Listener(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
