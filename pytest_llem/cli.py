@@ -7,9 +7,8 @@
     llem doctor --restore [RESULTS_DIR]             put back GPU settings a killed session left (default .llem)
 
 RUN is a run folder, a run id under ./.llem/runs, or a folder of runs (its latest run); it defaults to ./.llem.
-Exit codes: 0 done, 1 a regression (compare), nothing to measure (doctor) or GPU settings left unrestored
-(doctor --restore), 2 a usage error or a refusal, said in
-one line on stderr.
+Exit codes: 0 done, 1 a regression (compare), nothing to measure (doctor) or GPU settings left unrestored or no
+such results folder (doctor --restore), 2 a usage error or a refusal, said in one line on stderr.
 Only light modules are imported: scipy comes in when compare tests, matplotlib when plots are asked for, Zeus when
 doctor looks at the devices (torch and vLLM only in doctor's own child processes).
 """
@@ -36,7 +35,7 @@ from .study.ids import safe_name
 RESULTS_DIR = Path(DEFAULT_RESULTS_DIR)  # the plugin's default, relative to where llem runs (usually the rootdir)
 REGRESSED, USAGE = 1, 2
 NOTHING_TO_MEASURE = 1  # doctor
-UNRESTORED = 1  # doctor --restore: a journal is left
+UNRESTORED = 1  # doctor --restore: a journal of this host is left, or the results folder does not exist
 
 
 class HardwareMismatch(LlemError):
@@ -121,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
         const=str(RESULTS_DIR),
         type=Path,
         metavar="RESULTS_DIR",
-        help="put back the GPU power limits and clocks that a session killed mid-item left changed, from the journals "
-        "in RESULTS_DIR/gpu-settings (default: .llem); then exit",
+        help="put back the GPU power limits and clocks that a session killed mid-item left changed, from this host's "
+        "journals in RESULTS_DIR/gpu-settings (default: .llem, where llem runs; exit 1 when it does not exist); "
+        "then exit",
     )
     doctor.set_defaults(command=_doctor)
     return parser

@@ -52,9 +52,12 @@ class MeasurementSession:
         settings are applied here, on the item's GPUs, before its work (idle baseline included) and restored after it
         however it ends: this process outlives the child."""
         wanted = Wanted(config.gpu.power_limit_w, config.gpu.locked_clocks_mhz) if config.gpu else Wanted()
+        scope = gpu_scope(config)
+        # The idle baseline is measured under the settings: one measured under others is not reused.
+        self.idle_baselines.gpu_settings = (wanted, scope.indices) if wanted.anything else None
         if not wanted.anything:
             return self._run(config, execution, study_dir=study_dir, cache_dir=cache_dir)
-        with applied(wanted, gpu_scope(config), self.gpu_journals) as settings:
+        with applied(wanted, scope, self.gpu_journals) as settings:
             metrics = self._run(config, execution, study_dir=study_dir, cache_dir=cache_dir)
             in_force = settings.in_force()
         return metrics.model_copy(

@@ -9,7 +9,8 @@ that order, each keeping its physical index.
 The GPUs' settings (power limit, locked clocks) live in a ``FakeDriver``: in memory, or in a JSON file when processes
 share it (the pytest process sets a limit, the item's child draws under it), as they share a real driver. A GPU draws
 min(its load power, its power limit), so energy follows the limit; every set and reset is recorded in ``calls``;
-without ``root`` a setter raises Zeus's no-permission error, as NVML does for a user.
+without ``root`` a setter raises Zeus's no-permission error, as NVML does for a user; ``fail`` makes one call raise
+what a real device layer may (a feature the GPU lacks, a zeusd that is down, Ctrl-C in the middle).
 
 This file is also copied into pytester projects (their conftest installs the fakes), so it imports nothing from tests.
 """
@@ -97,6 +98,7 @@ class FakeDriver:
     def __init__(self, path: Path | str | None = None, *, root: bool = True) -> None:
         self.path = Path(path) if path is not None else None
         self._memory: dict[str, Any] = {"root": root, "gpus": {}, "calls": []}
+        self._failing: dict[tuple[str, int], BaseException] = {}  # this process's only
         if self.path is not None and not self.path.exists():
             self.path.write_text(json.dumps(self._memory))
 
@@ -129,6 +131,16 @@ class FakeDriver:
     def set_root(self, root: bool) -> None:
         with self.changing() as state:
             state["root"] = root
+
+    def fail(self, call: str, index: int, error: BaseException) -> None:
+        """From now on, ``call`` ("set_power_limit", "get_power_limit", "power_limit_constraints",
+        "set_gpu_locked_clocks") on GPU ``index`` raises ``error``, in this process."""
+        self._failing[(call, index)] = error
+
+    def check(self, call: str, index: int) -> None:
+        error = self._failing.get((call, index))
+        if error is not None:
+            raise error
 
     def change(self, index: int, default_limit_w: float, call: list[Any], **settings: Any) -> None:
         with self.changing() as state:
@@ -187,15 +199,18 @@ class FakeGPU(GPU):
         return self.name
 
     def get_power_management_limit_constraints(self) -> tuple[int, int]:
+        self.driver.check("power_limit_constraints", self.gpu_index)
         return (int(MIN_LIMIT_W * 1000), int(self.default_limit_w * 1000))
 
     def get_power_management_limit(self) -> int:
+        self.driver.check("get_power_limit", self.gpu_index)
         return int(self.limit_w * 1000)
 
     def set_power_management_limit(self, power_limit_mw: int, block: bool = True) -> None:
-        if power_limit_mw == self.get_power_management_limit():
-            return  # as Zeus's NVIDIAGPU does: no driver call, so no right needed
-        low, high = self.get_power_management_limit_constraints()
+        if power_limit_mw == int(self.limit_w * 1000):
+            return  # as Zeus's NVIDIAGPU does: no driver call, so no right needed (and nothing to fail)
+        self.driver.check("set_power_limit", self.gpu_index)
+        low, high = (int(MIN_LIMIT_W * 1000), int(self.default_limit_w * 1000))
         if not low <= power_limit_mw <= high:
             raise ZeusGPUInvalidArgError("Invalid Argument")
         call = ["set_power_limit", self.gpu_index, power_limit_mw]
@@ -231,6 +246,7 @@ class FakeGPU(GPU):
         return list(clocks) if clocks is not None else None
 
     def set_gpu_locked_clocks(self, min_clock_mhz: int, max_clock_mhz: int, block: bool = True) -> None:
+        self.driver.check("set_gpu_locked_clocks", self.gpu_index)
         call = ["set_gpu_locked_clocks", self.gpu_index, min_clock_mhz, max_clock_mhz]
         self.driver.change(self.gpu_index, self.default_limit_w, call, clocks=[min_clock_mhz, max_clock_mhz])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 
 from .meter import Meter
@@ -49,7 +49,12 @@ def measure_idle_power(meter: Meter, duration_s: float, *, sleep: Callable[[floa
 
 
 class IdleBaselines:
-    """Idle power per set of devices, reused while younger than ``ttl_s`` so a study does not re-measure per item."""
+    """Idle power per set of devices and GPU settings in force, reused while younger than ``ttl_s`` so a study does not
+    re-measure per item.
+
+    ``gpu_settings``: the settings a ``gpu:`` section put in force for the item about to run (None: the machine's own),
+    set by the session before each item. A power limit or locked clocks change idle power a lot: a baseline measured
+    under other settings is not this item's."""
 
     def __init__(
         self,
@@ -61,12 +66,13 @@ class IdleBaselines:
         self.ttl_s = ttl_s
         self._clock = clock
         self._sleep = sleep
-        self._cache: dict[tuple[str, float], IdlePower] = {}
+        self.gpu_settings: Hashable = None
+        self._cache: dict[tuple[str, float, Hashable], IdlePower] = {}
 
     def get(self, meter: Meter, duration_s: float) -> IdlePower:
         if meter.unavailable_reason is not None or meter.source is None:
             return measure_idle_power(meter, duration_s, sleep=self._sleep)
-        key = (meter.source, duration_s)
+        key = (meter.source, duration_s, self.gpu_settings)
         now = self._clock()
         cached = self._cache.get(key)
         if cached is not None and now - cached.measured_at < self.ttl_s:

@@ -1,9 +1,11 @@
 """GPU deployment settings (the power limit, locked graphics clocks): set through Zeus's device layer on the GPUs an
 item uses, read back, and restored to what they were, by the process that outlives the item's child (pytest's).
 
-Before anything changes, what it was goes into a journal file (``<results dir>/gpu-settings/<host>-<pid>.json``); it
-is removed once restored. A session killed before it could restore (SIGKILL, a lost machine) leaves its journal, and
-``llem doctor --restore`` puts the GPUs back from it.
+Before anything changes, what it was goes into a journal file (``<results dir>/gpu-settings/<host>-<pid>.json``); a
+GPU's entry keeps the earliest value recorded for it (the machine's own, even after a restore was refused) and goes once
+restored. A session killed before it could restore (SIGKILL, a lost machine) leaves its journal: the next item on those
+GPUs on this host restores from it first (or refuses to run), and ``llem doctor --restore`` puts the GPUs back from it.
+A SIGTERM to pytest while settings are applied is raised as KeyboardInterrupt, so that they are restored on the way out.
 
 Zeus is imported inside the functions: importing this module costs nothing (the plugin imports it at start).
 """
@@ -13,13 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
+import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ..errors import LlemError
@@ -35,6 +41,11 @@ class GpuSettingsError(LlemError):
 
 class GpuSettingsSkipped(GpuSettingsError):
     """The settings cannot apply on this machine (no GPU, a value outside what the GPU allows): the item is skipped."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached pytest while GPU settings were applied (a CI cancel, a preemption): raised in the main thread so
+    that they are restored on the way out, and pytest stops as it does on Ctrl-C."""
 
 
 @dataclass(frozen=True)
@@ -82,22 +93,111 @@ class InForce:
 
 
 class Journal:
-    """This process's journal file (one per process: under pytest-xdist each worker changes only its own GPUs)."""
+    """This process's journal file (one per process: under pytest-xdist each worker changes only its own GPUs), in a
+    folder shared with other sessions' journals."""
 
     def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
         self.path = folder / f"{socket.gethostname()}-{os.getpid()}.json" if folder is not None else None
 
-    def write(self, changes: Sequence[Change]) -> None:
+    def record(self, changes: Sequence[Change]) -> dict[int, Change]:
+        """Journal ``changes`` with what is already journaled here, keeping for each GPU the earliest value recorded
+        (a restore that was refused left a GPU changed: what it had before is what goes back). Returns the entries by
+        physical index."""
+        merged = {c.physical_index: c for c in self.entries()}
+        for change in changes:
+            earlier = merged.get(change.physical_index)
+            if earlier is None:
+                merged[change.physical_index] = Change(**asdict(change))
+            else:
+                merged[change.physical_index] = Change(
+                    change.physical_index,
+                    earlier.power_limit_mw if earlier.power_limit_mw is not None else change.power_limit_mw,
+                    earlier.clocks_locked or change.clocks_locked,
+                )
+        self._write(list(merged.values()))
+        return merged
+
+    def forget(self, physical: Iterable[int]) -> None:
+        """These GPUs are back as they were: their entries go, and the file when none is left."""
+        gone = set(physical)
+        if self.path is None or not gone or not self.path.exists():
+            return
+        left = [c for c in self.entries() if c.physical_index not in gone]
+        if left:
+            self._write(left)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def entries(self) -> list[Change]:
+        """What this process's journal holds."""
+        if self.path is None or not self.path.exists():
+            return []
+        try:
+            return _changes(json.loads(self.path.read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise GpuSettingsError(
+                f"the journal {self.path} is unreadable ({exc}); see what it held, then remove it"
+            ) from None
+
+    def _write(self, changes: Sequence[Change]) -> None:
         if self.path is None:
             return
         document = {"host": socket.gethostname(), "pid": os.getpid(), "written_at": time.time(),
                     "gpus": [asdict(c) for c in changes]}  # fmt: skip
         _write_atomically(self.path, document)
 
-    def remove(self) -> None:
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """While journals left by other sessions are restored (here or by doctor): one process at a time."""
+        if self.folder is None:
+            yield
+            return
+        with _folder_lock(self.folder):
+            yield
+
+    def left_behind(self) -> Iterator[tuple[Path, dict[str, Any], list[Change]]]:
+        """The journals (path, document, entries) of this host's sessions that are gone; unreadable ones are doctor's
+        to report."""
+        if self.folder is None or not self.folder.is_dir():
+            return
+        for path in sorted(self.folder.glob("*.json")):
+            if path == self.path:
+                continue
+            try:
+                document = json.loads(path.read_text())
+                changes = _changes(document)
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            if _whose(document) == GONE:
+                yield path, document, changes
+
+
+def _changes(document: dict[str, Any]) -> list[Change]:
+    return [Change(**entry) for entry in document["gpus"]]
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    import fcntl  # POSIX; imported here so that importing this module stays free
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _rewrite(path: Path, document: dict[str, Any], left: Sequence[Change]) -> None:
+    """A journal of another session, less the entries restored (it goes when none is left)."""
+    if left:
+        _write_atomically(path, {**document, "gpus": [asdict(c) for c in left]})
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _write_atomically(path: Path, document: dict[str, Any]) -> None:
@@ -125,6 +225,8 @@ def _zeus_gpus() -> Any:
         gpus = zeus_gpu.get_gpus()
     except (ZeusBaseGPUError, ValueError, ImportError) as exc:
         raise GpuSettingsSkipped(f"gpu: no GPU to set ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # zeusd's client, anything else: one line, not a traceback
+        raise _refusal(exc, "reach the GPUs") from None
     if len(gpus) == 0:
         raise GpuSettingsSkipped("gpu: no GPU to set (none is visible to this process)")
     return gpus
@@ -135,10 +237,17 @@ def _physical(gpus: Any, index: int) -> int:
 
 
 def _refusal(exc: Exception, what: str) -> GpuSettingsError:
-    """The driver's (or zeusd's) no, in one line naming what is missing."""
+    """The driver's (or zeusd's) no, or any other error on the way, in one line naming what is missing."""
     from zeus.device.exception import ZeusdError
     from zeus.device.gpu.common import ZeusGPUInvalidArgError, ZeusGPUNoPermissionError, ZeusGPUNotSupportedError
 
+    if isinstance(exc, GpuSettingsError):
+        return exc
+    if type(exc).__module__.split(".")[0] in ("httpx", "httpcore"):  # Zeus's zeusd client: the daemon is down or gone
+        sock = os.environ.get("ZEUSD_SOCK_PATH")
+        return GpuSettingsError(
+            f"zeusd did not answer ({type(exc).__name__}: {exc}; ZEUSD_SOCK_PATH={sock}), so could not {what}"
+        )
     if isinstance(exc, ZeusGPUNoPermissionError):
         return GpuSettingsError(f"{NEEDS_RIGHT}: {what} was refused ({exc})")
     if isinstance(exc, ZeusdError):
@@ -147,7 +256,7 @@ def _refusal(exc: Exception, what: str) -> GpuSettingsError:
         return GpuSettingsSkipped(f"the driver cannot {what} on this GPU ({exc})")
     if isinstance(exc, ZeusGPUInvalidArgError):
         return GpuSettingsSkipped(f"the driver refused to {what}: out of the GPU's range ({exc})")
-    return GpuSettingsError(f"could not {what}: {type(exc).__name__}: {exc}")
+    return GpuSettingsError(f"could not {what}: {type(exc).__name__}: {' '.join(str(exc).split())}")
 
 
 def _check_range(gpus: Any, index: int, wanted: Wanted) -> None:
@@ -193,57 +302,95 @@ class Applied:
         self._wanted = wanted
         self._journal = journal
         self._changes: dict[int, Change] = {}  # what is journaled: every change about to be made
-        self._done: dict[int, Change] = {}  # the changes made, which this process restores
+        self._done: dict[int, Change] = {}  # what this process restores: the changes made, and those inherited
         self._before: dict[int, float | None] = {}
         self._doing = "change the GPU settings"
 
     def apply(self) -> None:
-        """Check every GPU's range, journal what they have, then change them; on any refusal put back what was
-        changed and raise."""
-        from zeus.device.exception import ZeusBaseGPUError
-
-        for index in self._indices:
-            _check_range(self._gpus, index, self._wanted)
-        for index in self._indices:
-            previous = self._gpus.get_power_management_limit(index) if self._wanted.power_limit_w is not None else None
-            self._changes[index] = Change(
-                _physical(self._gpus, index), previous, self._wanted.locked_clocks_mhz is not None
-            )
-        self._journal.write(list(self._changes.values()))  # before the first change: a SIGKILL may come at any time
+        """Restore what a session that is gone left on these GPUs, check every GPU's range, journal what they have,
+        then change them. However this ends early (a refusal, any error, Ctrl-C), what was changed is put back; an
+        error is raised as one line (GpuSettingsSkipped where the GPU cannot take the settings)."""
         try:
             with warnings.catch_warnings():  # Zeus's SYS_ADMIN warning: a refusal is explained below, once
                 warnings.simplefilter("ignore")
+                self._restore_left_behind()
+                for index in self._indices:
+                    self._doing = f"read GPU {_physical(self._gpus, index)}'s allowed power limits"
+                    _check_range(self._gpus, index, self._wanted)
+                recorded = []
+                for index in self._indices:
+                    self._doing = f"read GPU {_physical(self._gpus, index)}'s power limit"
+                    previous = (
+                        self._gpus.get_power_management_limit(index) if self._wanted.power_limit_w is not None else None
+                    )
+                    recorded.append(
+                        Change(_physical(self._gpus, index), previous, self._wanted.locked_clocks_mhz is not None)
+                    )
+                self._doing = "journal the GPU settings"
+                earlier = {c.physical_index: c for c in self._journal.entries()}
+                journaled = self._journal.record(recorded)  # before the first change: a SIGKILL may come at any time
+                for index, change in zip(self._indices, recorded, strict=True):
+                    self._changes[index] = journaled[change.physical_index]
+                    if change.physical_index in earlier:  # left changed by an earlier item: restored with this one's
+                        self._done[index] = Change(**asdict(earlier[change.physical_index]))
                 for index in self._indices:
                     self._set(index)
-        except ZeusBaseGPUError as exc:
+                self._before = self._limits()
+        except BaseException as exc:
             problems = self.restore()
+            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: on its way, with the GPUs restored
+                if problems:
+                    print(f"pytest-llem: {_unrestored(problems)}", file=sys.stderr)
+                raise
             error = _refusal(exc, self._doing)
             if problems:
-                raise GpuSettingsError(f"{error}; restoring failed too: {'; '.join(problems)}") from None
+                raise GpuSettingsError(f"{error}; restoring failed too: {_unrestored(problems)}") from None
             raise error from None
-        self._before = self._limits()
+
+    def _restore_left_behind(self) -> None:
+        """A session on this host that is gone left these GPUs changed: put them back first (and say so in the item's
+        log), or refuse in one line naming doctor."""
+        mine = {_physical(self._gpus, i): i for i in self._indices}
+        with self._journal.locked():
+            for path, document, changes in self._journal.left_behind():
+                covered = {mine[c.physical_index]: c for c in changes if c.physical_index in mine}
+                if not covered:
+                    continue
+                self._doing = f"put back what a session that is gone left changed ({path})"
+                problems = _restore(self._gpus, covered)
+                if problems:
+                    raise GpuSettingsError(
+                        f"a session that is gone (pid {document.get('pid')}) left GPU settings changed and they could "
+                        f"not be put back ({'; '.join(problems.values())}); `llem doctor --restore` puts them back "
+                        f"from {path}"
+                    )
+                _rewrite(path, document, [c for c in changes if c.physical_index not in mine])
+                restored = "; ".join(_restored(c) for c in covered.values())
+                print(
+                    f"pytest-llem: put back {restored}, which a session that is gone (pid {document.get('pid')}) left "
+                    f"changed ({path})",
+                    file=sys.stderr,  # in this item's captured log
+                )
 
     def _set(self, index: int) -> None:
         change = self._changes[index]
-        done = self._done[index] = Change(change.physical_index)
+        done = self._done.setdefault(index, Change(change.physical_index))
         if self._wanted.power_limit_w is not None:
             self._doing = f"set GPU {change.physical_index}'s power limit to {self._wanted.power_limit_w} W"
-            self._gpus.set_power_management_limit(index, self._wanted.power_limit_w * 1000)
-            done.power_limit_mw = change.power_limit_mw
+            with _marked(done, "power_limit_mw", change.power_limit_mw):
+                self._gpus.set_power_management_limit(index, self._wanted.power_limit_w * 1000)
         if self._wanted.locked_clocks_mhz is not None:
             low, high = self._wanted.locked_clocks_mhz
             self._doing = f"lock GPU {change.physical_index}'s graphics clocks to {low}-{high} MHz"
-            self._gpus.set_gpu_locked_clocks(index, low, high)
-            done.clocks_locked = True
+            with _marked(done, "clocks_locked", True):
+                self._gpus.set_gpu_locked_clocks(index, low, high)
 
     def _limits(self) -> dict[int, float | None]:
-        from zeus.device.exception import ZeusBaseGPUError
-
         limits: dict[int, float | None] = {}
         for index in self._indices:
             try:
                 limits[index] = self._gpus.get_power_management_limit(index) / 1000
-            except ZeusBaseGPUError:
+            except Exception:  # unreadable: in_force says so
                 limits[index] = None
         return limits
 
@@ -267,21 +414,39 @@ class Applied:
         return InForce(physical, limit, self._wanted.locked_clocks_mhz, unavailable)
 
     def restore(self) -> list[str]:
-        """Put back what was changed; the journal goes when everything is back. Returns what could not be restored."""
+        """Put back what was changed; a GPU's journal entry goes once it is back. Returns what could not be restored.
+        Again, it restores only what is still to restore."""
         problems = _restore(self._gpus, self._done)
-        if not problems:
-            self._journal.remove()
-        return problems
+        for index in [i for i in self._done if i not in problems]:
+            del self._done[index]
+        self._journal.forget(c.physical_index for i, c in self._changes.items() if i not in self._done)
+        return list(problems.values())
+
+
+@contextlib.contextmanager
+def _marked(done: Change, setting: str, value: object) -> Iterator[None]:
+    """To restore before the call that changes it: a Ctrl-C or SIGTERM in the call may come after the change. A call
+    that refused changed nothing: the mark goes."""
+    before = getattr(done, setting)
+    setattr(done, setting, value)
+    try:
+        yield
+    except Exception:
+        setattr(done, setting, before)
+        raise
 
 
 def _watts(value: float | None) -> str:
     return "unreadable" if value is None else f"{value:g} W"
 
 
-def _restore(gpus: Any, changes: dict[int, Change]) -> list[str]:
-    from zeus.device.exception import ZeusBaseGPUError
+def _unrestored(problems: Sequence[str]) -> str:
+    return f"the GPU settings could not be restored ({'; '.join(problems)}); `llem doctor --restore` puts them back"
 
-    problems = []
+
+def _restore(gpus: Any, changes: dict[int, Change]) -> dict[int, str]:
+    """Put back ``changes`` (by Zeus index); what could not be, by Zeus index."""
+    problems = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for index, change in changes.items():
@@ -290,8 +455,8 @@ def _restore(gpus: Any, changes: dict[int, Change]) -> list[str]:
                     gpus.set_power_management_limit(index, change.power_limit_mw)
                 if change.clocks_locked:
                     gpus.reset_gpu_locked_clocks(index)
-            except ZeusBaseGPUError as exc:
-                problems.append(f"GPU {change.physical_index}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # a refusal, a zeusd that is down: said, and the journal stays
+                problems[index] = f"GPU {change.physical_index}: {type(exc).__name__}: {' '.join(str(exc).split())}"
     return problems
 
 
@@ -304,87 +469,146 @@ def selected(gpus: Any, scope: GpuScope) -> list[int]:
 @contextlib.contextmanager
 def applied(wanted: Wanted, scope: GpuScope, journal_folder: Path | None) -> Iterator[Applied]:
     """Apply ``wanted`` on the GPUs of ``scope`` for the ``with`` block, and restore them when it ends however it
-    ends (an exception, Ctrl-C). A restore that fails is an error naming ``llem doctor --restore``."""
+    ends (an exception, Ctrl-C, SIGTERM: raised as ``Terminated`` meanwhile). A restore that fails is an error naming
+    ``llem doctor --restore``."""
     gpus = _zeus_gpus()
     indices = selected(gpus, scope)
     if not indices:
         raise GpuSettingsSkipped(f"gpu: no GPU to set ({scope.why}; this process sees {len(gpus)})")
     settings = Applied(gpus, indices, wanted, Journal(journal_folder))
-    settings.apply()
+    sigterm = _Sigterm()
     failed: BaseException | None = None
     try:
+        sigterm.raise_it()
+        settings.apply()
         yield settings
     except BaseException as exc:
         failed = exc
         raise
     finally:
-        problems = settings.restore()
+        sigterm.hold()  # a SIGTERM now waits for the restore, then goes to the handler from before
+        try:
+            problems = settings.restore()
+        finally:
+            sigterm.release()
         if problems:
-            message = (
-                f"the GPU settings could not be restored ({'; '.join(problems)}); "
-                "`llem doctor --restore` puts them back from the journal"
-            )
             if failed is None:
-                raise GpuSettingsError(message)
-            warnings.warn(message, stacklevel=2)
+                raise GpuSettingsError(_unrestored(problems))
+            if not isinstance(failed, GpuSettingsError):  # apply's own error already says so
+                warnings.warn(_unrestored(problems), stacklevel=2)
+
+
+class _Sigterm:
+    """SIGTERM while GPU settings are applied: ``raise_it`` makes it a ``Terminated`` in the main thread, ``hold``
+    keeps one for later while they are restored, ``release`` puts the previous handler back and hands it what was
+    held. Nothing changes outside the main thread (where Python runs signal handlers)."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+        self._held = False
+
+    def raise_it(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.signal(signal.SIGTERM, self._raise)
+        self._installed = True
+
+    def _raise(self, number: int, frame: FrameType | None) -> None:
+        raise Terminated("SIGTERM: the GPU settings are being restored before pytest stops")
+
+    def _hold(self, number: int, frame: FrameType | None) -> None:
+        self._held = True
+
+    def hold(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._hold)
+
+    def release(self) -> None:
+        if not self._installed:
+            return
+        self._installed = False
+        signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+        if self._held:
+            signal.raise_signal(signal.SIGTERM)
 
 
 # -- llem doctor --restore --------------------------------------------------------------------------------------------
 
+RUNNING, GONE, OTHER_HOST = "running", "gone", "other host"
 
-def _alive_elsewhere(document: dict[str, Any]) -> bool:
-    """The journal's session still runs (on this host): its settings are its own to restore."""
+
+def _whose(document: dict[str, Any]) -> str:
+    """Whose a journal is: another host's (its GPUs are not here), a session on this host that still runs (its
+    settings are its own to restore), or one that is gone."""
     if document.get("host") != socket.gethostname():
-        return False
+        return OTHER_HOST
     pid = int(document.get("pid") or 0)
     if pid <= 0 or pid == os.getpid():
-        return False
+        return GONE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return GONE
     except PermissionError:
-        return True
-    return True
+        return RUNNING
+    return RUNNING
 
 
 def restore_journals(results_dir: Path) -> tuple[list[str], bool]:
-    """Restore the GPUs of every journal under ``results_dir`` left by a session that is gone; (what was done, in
-    lines; whether everything that was left is back)."""
+    """Restore the GPUs of every journal under ``results_dir`` left by a session on this host that is gone; (what was
+    done, in lines; whether everything that was left here is back). A results folder that does not exist is not
+    "nothing to restore": it may be the wrong one."""
+    where = results_dir.absolute()
+    if not results_dir.is_dir():
+        return [
+            f"GPU settings: {where} does not exist, so no journal was looked at; name the results folder the sessions "
+            "used: llem doctor --restore RESULTS_DIR"
+        ], False
     folder = results_dir / JOURNALS
     journals = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not journals:
-        return [f"GPU settings: nothing to restore (no journal in {folder})"], True
+        return [f"GPU settings: nothing to restore (no journal in {folder.absolute()})"], True
     lines: list[str] = []
     complete = True
     gpus: Any = None
-    for path in journals:
-        try:
-            document = json.loads(path.read_text())
-            changes = [Change(**entry) for entry in document["gpus"]]
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            lines.append(f"{path}: unreadable journal ({exc}); left in place")
-            complete = False
-            continue
-        if _alive_elsewhere(document):
-            lines.append(f"{path}: its session (pid {document['pid']}) is still running; it restores its own GPUs")
-            continue
-        if gpus is None:
-            with _every_gpu():
-                gpus = _zeus_gpus()
-        by_physical = {_physical(gpus, i): i for i in range(len(gpus))}
-        missing = [c.physical_index for c in changes if c.physical_index not in by_physical]
-        if missing:
-            lines.append(f"{path}: GPU {', '.join(map(str, missing))} not visible here; left in place")
-            complete = False
-            continue
-        problems = _restore(gpus, {by_physical[c.physical_index]: c for c in changes})
-        if problems:
-            lines.append(f"{path}: could not restore {'; '.join(problems)}; left in place ({NEEDS_RIGHT})")
-            complete = False
-            continue
-        path.unlink()
-        lines.append(f"{path}: restored " + "; ".join(_restored(c) for c in changes))
+    with _folder_lock(folder):
+        for path in journals:
+            try:
+                document = json.loads(path.read_text())
+                changes = _changes(document)
+            except FileNotFoundError:  # restored meanwhile by a session that found it
+                continue
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                lines.append(f"{path}: unreadable journal ({exc}); left in place")
+                complete = False
+                continue
+            whose = _whose(document)
+            if whose == OTHER_HOST:
+                lines.append(
+                    f"{path}: written on host {document.get('host')}, not this one ({socket.gethostname()}); left in "
+                    "place: run llem doctor --restore there"
+                )
+                continue
+            if whose == RUNNING:
+                lines.append(f"{path}: its session (pid {document['pid']}) is still running; it restores its own GPUs")
+                continue
+            if gpus is None:
+                with _every_gpu():
+                    gpus = _zeus_gpus()
+            by_physical = {_physical(gpus, i): i for i in range(len(gpus))}
+            missing = [c.physical_index for c in changes if c.physical_index not in by_physical]
+            if missing:
+                lines.append(f"{path}: GPU {', '.join(map(str, missing))} not visible here; left in place")
+                complete = False
+                continue
+            problems = _restore(gpus, {by_physical[c.physical_index]: c for c in changes})
+            if problems:
+                lines.append(f"{path}: could not restore {'; '.join(problems.values())}; left in place ({NEEDS_RIGHT})")
+                complete = False
+                continue
+            path.unlink()
+            lines.append(f"{path}: restored " + "; ".join(_restored(c) for c in changes))
     return lines, complete
 
 

@@ -30,6 +30,7 @@ import zeus_fakes
 DRIVER = Path(__file__).parent / "driver.json"
 MODES[6] = "interrupt pytest"
 MODES[7] = "kill pytest"
+MODES[8] = "terminate pytest"
 
 
 class Settable(Padded, Crashy):
@@ -37,6 +38,9 @@ class Settable(Padded, Crashy):
         pytest_pid = int(os.environ["TEST_PYTEST_PID"])
         if self.mode == "interrupt pytest":  # Ctrl-C reaches pytest (the child leads its own process group)
             os.kill(pytest_pid, signal.SIGINT)
+            time.sleep(600)
+        if self.mode == "terminate pytest":  # a CI cancel, a Slurm preemption: SIGTERM to pytest alone
+            os.kill(pytest_pid, signal.SIGTERM)
             time.sleep(600)
         if self.mode == "kill pytest":
             os.kill(pytest_pid, signal.SIGKILL)
@@ -134,6 +138,30 @@ def test_ctrl_c_restores_the_limit(pytester: pytest.Pytester, monkeypatch: pytes
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert driver_state(driver)["calls"] == [SET, RESTORE]
     assert journals(pytester) == []
+
+
+def test_sigterm_to_pytest_restores_the_limit(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = project(pytester, monkeypatch, HEAD + "gpu: {power_limit_w: 300}\nrandom_seed: 8\n")
+    result = pytester.runpytest_subprocess("--llem-cycles=1")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert driver_state(driver)["calls"] == [SET, RESTORE]
+    assert journals(pytester) == []
+    result.stdout.fnmatch_lines(["*SIGTERM: the GPU settings are being restored before pytest stops*"])
+
+
+def test_the_idle_baseline_is_measured_again_under_each_limit(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake GPU idles at min(900 W, its limit): a baseline kept from the 300 W item is not the 500 W item's."""
+    measured = HEAD.replace("baseline: {enabled: false}", "baseline: {enabled: true, duration_seconds: 5}")
+    assert measured != HEAD
+    project(pytester, monkeypatch, measured + "sweep: {gpu.power_limit_w: [300, 500]}\n")
+    result = pytester.runpytest_subprocess("--llem-cycles=1", "--junitxml=out.xml")
+    result.assert_outcomes(passed=2)
+    for r in results(pytester):
+        limit, m = r["config"]["gpu"]["power_limit_w"], r["metrics"]
+        assert m["idle_power_origin"] == "measured before load"
+        assert m["idle_power_w"] == pytest.approx(float(limit), rel=0.05)
 
 
 def test_a_session_killed_by_sigkill_leaves_a_journal_that_doctor_restores(

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 
+import httpx
 import pytest
+from zeus.device.gpu.common import ZeusGPUNotSupportedError
 
 from pytest_llem.cli import main
 from pytest_llem.energy.gpu_settings import (
@@ -28,6 +31,7 @@ from pytest_llem.results.environment import Environment, GpuFingerprint
 from tests.zeus_fakes import FakeClock, FakeDriver, FakeGPUs, install, uninstall
 
 FIRST = GpuScope((0,), "the model is placed on cuda:0")
+GONE = 2**22 + 12345  # above any pid_max: a session that is gone (SIGKILL)
 
 
 @pytest.fixture
@@ -133,6 +137,15 @@ def test_without_the_right_the_item_fails_in_one_line_saying_what_is_missing(gpu
     assert limits(fakes) == {0: 700.0} and list(tmp_path.glob("*.json")) == []
 
 
+def test_clocks_refused_without_the_right_leave_nothing_to_restore(gpus, tmp_path) -> None:
+    fakes = gpus(1, root=False)
+    assert fakes.physical[0].locked_clocks_mhz is None
+    with pytest.raises(GpuSettingsError) as raised, applied(Wanted(None, (900, 1400)), EVERY_GPU, tmp_path):
+        pass
+    assert "restoring failed too" not in str(raised.value) and "lock GPU 0's graphics clocks" in str(raised.value)
+    assert list(tmp_path.glob("*.json")) == []
+
+
 def test_no_gpu_to_set_is_a_skip(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     install(None, None)
@@ -179,7 +192,7 @@ def test_doctor_restore_puts_back_what_a_killed_session_left(gpus, tmp_path, cap
     Applied(fakes, [0, 1], Wanted(power_limit_w=300, locked_clocks_mhz=(900, 1400)), Journal(journals)).apply()
     journal = next(journals.glob("*.json"))
     document = json.loads(journal.read_text())
-    journal.write_text(json.dumps({**document, "pid": 2**22 + 12345}))  # a session that is gone (SIGKILL)
+    journal.write_text(json.dumps({**document, "pid": GONE}))  # a session that is gone (SIGKILL)
     assert limits(fakes) == {0: 300.0, 1: 300.0}
     assert main(["doctor", "--restore", str(tmp_path / ".llem")]) == 0
     assert limits(fakes) == {0: 700.0, 1: 700.0}
@@ -199,7 +212,7 @@ def test_doctor_leaves_a_running_sessions_journal_and_one_it_cannot_restore(gpus
     running = {"host": socket.gethostname(), "pid": os.getppid(), "gpus": entry}
     (folder / "running.json").write_text(json.dumps(running))
     (folder / "elsewhere.json").write_text(
-        json.dumps({"host": "h", "pid": 1, "gpus": [{**entry[0], "physical_index": 5}]})
+        json.dumps({"host": socket.gethostname(), "pid": GONE, "gpus": [{**entry[0], "physical_index": 5}]})
     )
     lines, complete = restore_journals(tmp_path)
     assert not complete
@@ -207,6 +220,129 @@ def test_doctor_leaves_a_running_sessions_journal_and_one_it_cannot_restore(gpus
     assert any("GPU 5 not visible here; left in place" in line for line in lines)
     assert sorted(p.name for p in folder.glob("*.json")) == ["elsewhere.json", "running.json"]
     assert fakes.driver.calls == []
+
+
+def journal_of(path, pid: int, *entries: tuple[int, int | None, bool], host: str | None = None):
+    """A journal as a session writes it: (physical index, limit before in mW, clocks locked) per GPU."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gpus = [{"physical_index": i, "power_limit_mw": mw, "clocks_locked": locked} for i, mw, locked in entries]
+    path.write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid, "written_at": 0, "gpus": gpus}))
+    return path
+
+
+def test_a_restore_refused_for_one_item_is_done_by_the_next_to_the_machines_own_settings(gpus, tmp_path) -> None:
+    """Item A's restore is refused (the journal stays, saying 700 W); item B finds the GPU at A's 300 W: B journals
+    nothing newer over it, and restores the machine's 700 W and A's unlocked clocks."""
+    fakes = gpus(1)
+    with pytest.raises(GpuSettingsError), applied(Wanted(300, (900, 1400)), EVERY_GPU, tmp_path):
+        fakes.driver.set_root(False)
+    fakes.driver.set_root(True)
+    [journal] = tmp_path.glob("*.json")
+    with applied(Wanted(power_limit_w=500), EVERY_GPU, tmp_path):
+        assert limits(fakes) == {0: 500.0}
+        assert json.loads(journal.read_text())["gpus"] == [
+            {"physical_index": 0, "power_limit_mw": 700_000, "clocks_locked": True}
+        ]
+    assert limits(fakes) == {0: 700.0} and fakes.physical[0].locked_clocks_mhz is None
+    assert list(tmp_path.glob("*.json")) == []
+
+
+def test_a_journal_left_by_a_session_that_is_gone_is_restored_before_the_item_changes_anything(
+    gpus, tmp_path, capsys
+) -> None:
+    fakes = gpus(2)
+    fakes.physical[0].set_power_management_limit(300_000)  # what the killed session left
+    fakes.physical[1].set_power_management_limit(400_000)
+    left = journal_of(tmp_path / f"{socket.gethostname()}-{GONE}.json", GONE, (0, 700_000, False), (1, 650_000, True))
+    with applied(Wanted(power_limit_w=500), FIRST, tmp_path):
+        [own] = [p for p in tmp_path.glob("*.json") if p != left]
+        assert json.loads(own.read_text())["gpus"][0]["power_limit_mw"] == 700_000
+    assert limits(fakes) == {0: 700.0, 1: 400.0}  # GPU 1 is not this item's: its entry stays, for doctor
+    assert json.loads(left.read_text())["gpus"] == [
+        {"physical_index": 1, "power_limit_mw": 650_000, "clocks_locked": True}
+    ]
+    err = capsys.readouterr().err
+    assert f"put back GPU 0: power limit 700 W, which a session that is gone (pid {GONE}) left changed" in err
+    assert str(left) in err
+
+
+def test_a_journal_left_by_a_session_that_is_gone_that_cannot_be_restored_refuses_the_item(gpus, tmp_path) -> None:
+    fakes = gpus(1)
+    fakes.physical[0].set_power_management_limit(300_000)
+    left = journal_of(tmp_path / f"{socket.gethostname()}-{GONE}.json", GONE, (0, 700_000, False))
+    fakes.driver.set_root(False)
+    with pytest.raises(GpuSettingsError) as raised, applied(Wanted(power_limit_w=500), EVERY_GPU, tmp_path):
+        pytest.fail("the item ran over settings a dead session left")
+    message = str(raised.value)
+    assert "\n" not in message and "llem doctor --restore" in message and str(left) in message
+    assert not isinstance(raised.value, GpuSettingsSkipped)
+    assert [p.name for p in tmp_path.glob("*.json")] == [left.name] and limits(fakes) == {0: 300.0}
+
+
+def test_doctor_leaves_another_hosts_journal_in_place_and_says_so(gpus, tmp_path, capsys) -> None:
+    fakes = gpus(1)
+    fakes.physical[0].set_power_management_limit(300_000)
+    other = journal_of(tmp_path / JOURNALS / "node7-99.json", 99, (0, 700_000, False), host="node7")
+    assert main(["doctor", "--restore", str(tmp_path)]) == 0
+    assert f"{other}: written on host node7, not this one" in capsys.readouterr().out
+    assert other.exists() and limits(fakes) == {0: 300.0}
+
+
+def test_doctor_restore_without_the_results_folder_says_where_it_looked_and_fails(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["doctor", "--restore"]) == 1
+    assert str(tmp_path / ".llem") in capsys.readouterr().out
+    assert main(["doctor", "--restore", str(tmp_path / "elsewhere")]) == 1
+    assert f"{tmp_path / 'elsewhere'} does not exist" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call", ["power_limit_constraints", "get_power_limit"])
+def test_a_limit_the_driver_cannot_read_is_a_skip(gpus, tmp_path, call) -> None:
+    fakes = gpus(1)
+    fakes.driver.fail(call, 0, ZeusGPUNotSupportedError("Not Supported"))
+    with (
+        pytest.raises(GpuSettingsSkipped, match=r"^the driver cannot .* GPU 0.*\(Not Supported\)$"),
+        applied(Wanted(power_limit_w=300), EVERY_GPU, tmp_path),
+    ):
+        pass
+    assert fakes.driver.calls == [] and list(tmp_path.glob("*.json")) == []
+
+
+def test_a_zeusd_that_does_not_answer_fails_the_item_in_one_line(gpus, tmp_path) -> None:
+    fakes = gpus(2)
+    fakes.driver.fail("set_power_limit", 1, httpx.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(GpuSettingsError) as raised, applied(Wanted(power_limit_w=300), EVERY_GPU, tmp_path):
+        pass
+    message = str(raised.value)
+    assert message.startswith("zeusd did not answer") and "Connection refused" in message and "\n" not in message
+    assert limits(fakes) == {0: 700.0, 1: 700.0} and list(tmp_path.glob("*.json")) == []
+
+
+def test_ctrl_c_between_two_gpus_sets_restores_the_first(gpus, tmp_path) -> None:
+    fakes = gpus(2)
+    fakes.driver.fail("set_power_limit", 1, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt), applied(Wanted(power_limit_w=300), EVERY_GPU, tmp_path):
+        pytest.fail("the item ran")
+    assert limits(fakes) == {0: 700.0, 1: 700.0} and list(tmp_path.glob("*.json")) == []
+
+
+def test_sigterm_while_settings_are_applied_restores_them_and_puts_the_previous_handler_back(gpus, tmp_path) -> None:
+    fakes = gpus(1)
+    told: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: told.append(number))
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"), applied(Wanted(300), EVERY_GPU, tmp_path):
+            assert limits(fakes) == {0: 300.0}
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before the next line
+            pytest.fail("SIGTERM did not stop the item")
+        assert limits(fakes) == {0: 700.0} and list(tmp_path.glob("*.json")) == []
+        assert told == []
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler from before is back
+        assert told == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_the_environment_of_an_item_carries_the_settings_in_force_and_its_fingerprint_tells_them_apart() -> None:
