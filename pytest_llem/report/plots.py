@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,12 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..errors import LlemError
 from ..results.session import ExperimentSummary, SessionResults
-from ..study.ids import lookup, safe_name, varying_paths
+from ..study.ids import lookup, varying_paths
+from .figures import Point, file_name, literal, new_figure, pareto_scatter, save
 from .serving_plots import write_serving_plots
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 PLOT_METRICS = (
     "energy_per_output_token_j",
@@ -103,21 +102,10 @@ def write_plots(session: SessionResults, out_dir: Path) -> list[Path]:
             written += _plot_windows(study, stem, experiments, out_dir)
         else:
             written += _plot_sweeps(study, stem, experiments, out_dir)
-            pareto = _plot_pareto(study, experiments, out_dir / _file_name(f"{stem}-pareto"))
+            pareto = _plot_pareto(study, experiments, out_dir / file_name(f"{stem}-pareto"))
             written += [pareto] if pareto else []
             written += write_serving_plots(session, study, stem, out_dir)
     return sorted(written)
-
-
-def pareto_front(points: Sequence[tuple[str, float, float]]) -> list[str]:
-    """Names of the points no other point dominates, minimising both coordinates, in input order.
-
-    A point dominates another when it is no worse on both and better on one, so equal points keep each other."""
-    return [name for name, x, y in points if not any(_dominates((ox, oy), (x, y)) for _, ox, oy in points)]
-
-
-def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[0] and a[1] <= b[1] and a != b
 
 
 def _require_matplotlib() -> None:
@@ -165,10 +153,6 @@ def _file_stems(studies: Sequence[str]) -> dict[str, str]:
     }
 
 
-def _file_name(name: str) -> str:
-    return safe_name(name) + ".png"
-
-
 # --- metric against a swept setting ---------------------------------------------------------------------------------
 
 
@@ -178,7 +162,7 @@ def _plot_sweeps(study: str, stem: str, experiments: Sequence[Experiment], out_d
     for setting in swept:
         others = [other for other in swept if other != setting]
         for metric in PLOT_METRICS:
-            path = out_dir / _file_name(f"{stem}-{metric}-vs-{_dotted(setting)}")
+            path = out_dir / file_name(f"{stem}-{metric}-vs-{_dotted(setting)}")
             if _plot_metric_against(study, experiments, metric, setting, others, path):
                 written.append(path)
     return written
@@ -193,7 +177,7 @@ def _plot_metric_against(
     if not shown:
         return False
     positions = _positions([e.setting(setting) for e in shown], numeric)
-    figure, axes = _new_figure()
+    figure, axes = new_figure()
     series = _series(shown, others)
     for index, (label, members) in enumerate(series.items()):
         offset = 0.0 if numeric else _dodge(index, len(series))
@@ -205,15 +189,15 @@ def _plot_metric_against(
             marker="o",
             linestyle="-" if numeric else "none",  # a line between categories would suggest values in between
             capsize=3,
-            label=_literal(label) if label else None,
+            label=literal(label) if label else None,
         )
     _label_x_axis(axes, positions, numeric)
-    axes.set_xlabel(_literal(_dotted(setting)))
+    axes.set_xlabel(literal(_dotted(setting)))
     axes.set_ylabel(AXIS_LABELS[metric])
-    axes.set_title(_literal(f"{study}: {metric} vs {_dotted(setting)}\nmean ± 95% CI over cycles"), fontsize="medium")
+    axes.set_title(literal(f"{study}: {metric} vs {_dotted(setting)}\nmean ± 95% CI over cycles"), fontsize="medium")
     if others:
         axes.legend(fontsize="small")
-    _save(figure, path)
+    save(figure, path)
     return True
 
 
@@ -262,7 +246,7 @@ def _label_x_axis(axes: Axes, positions: dict[Scalar, float], numeric: bool) -> 
     if numeric and _spans_doublings(values):
         axes.set_xscale("log", base=2)  # batch sizes and token counts are swept by doubling
     if not numeric or len(values) <= MAX_LABELLED_TICKS:
-        axes.set_xticks(values, [_literal(str(value)) for value in positions])
+        axes.set_xticks(values, [literal(str(value)) for value in positions])
         axes.minorticks_off()
     if not numeric and any(len(str(value)) > 8 for value in positions):
         axes.tick_params(axis="x", labelrotation=30)
@@ -280,33 +264,24 @@ def _plot_pareto(study: str, experiments: Sequence[Experiment], path: Path) -> P
     shown = [e for e in experiments if e.mean(latency) is not None and e.mean(ENERGY_PER_TOKEN) is not None]
     if not shown:
         return None
-    points = [(e.experiment_id, e.plotted_mean(latency), e.plotted_mean(ENERGY_PER_TOKEN)) for e in shown]
-    front = set(pareto_front(points))
-    figure, axes = _new_figure()
-    axes.errorbar(
-        [e.plotted_mean(latency) for e in shown],
-        [e.plotted_mean(ENERGY_PER_TOKEN) for e in shown],
-        xerr=[e.plotted_half_width(latency) for e in shown],
-        yerr=[e.plotted_half_width(ENERGY_PER_TOKEN) for e in shown],
-        fmt="o",
-        color="tab:gray",
-        capsize=3,
-        label="experiment (mean ± 95% CI)",
-    )
-    for experiment in shown:
-        axes.annotate(
-            _literal(experiment.experiment_id),
-            (experiment.plotted_mean(latency), experiment.plotted_mean(ENERGY_PER_TOKEN)),
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize="x-small",
+    points = [
+        Point(
+            e.experiment_id,
+            e.plotted_mean(latency),
+            e.plotted_mean(ENERGY_PER_TOKEN),
+            e.plotted_half_width(latency),
+            e.plotted_half_width(ENERGY_PER_TOKEN),
         )
-    _draw_front(axes, [e for e in shown if e.experiment_id in front], latency)
-    axes.set_xlabel(f"latency: {AXIS_LABELS[latency]}")
-    axes.set_ylabel(AXIS_LABELS[ENERGY_PER_TOKEN])
-    axes.set_title(_literal(f"{study}: energy per token vs latency (lower left is better)"), fontsize="medium")
-    axes.legend(fontsize="small")
-    _save(figure, path)
+        for e in shown
+    ]
+    pareto_scatter(
+        points,
+        title=f"{study}: energy per token vs latency (lower left is better)",
+        x_label=f"latency: {AXIS_LABELS[latency]}",
+        y_label=AXIS_LABELS[ENERGY_PER_TOKEN],
+        bars="experiment (mean ± 95% CI)",
+        path=path,
+    )
     return path
 
 
@@ -318,28 +293,13 @@ def _latency_metric(experiments: Sequence[Experiment]) -> str:
     return LATENCY_METRICS[-1]
 
 
-def _draw_front(axes: Axes, front: Sequence[Experiment], latency: str) -> None:
-    front = sorted(front, key=lambda e: (e.plotted_mean(latency), e.plotted_mean(ENERGY_PER_TOKEN)))
-    names = ", ".join(e.experiment_id for e in front)
-    axes.plot(
-        [e.plotted_mean(latency) for e in front],
-        [e.plotted_mean(ENERGY_PER_TOKEN) for e in front],
-        linestyle="-",
-        marker="D",
-        markersize=8,
-        color="tab:red",
-        label=_literal(textwrap.fill(f"Pareto front: {names}", width=60)),
-        zorder=3,
-    )
-
-
 # --- llem_energy windows --------------------------------------------------------------------------------------------
 
 
 def _plot_windows(study: str, stem: str, windows: Sequence[Experiment], out_dir: Path) -> list[Path]:
     written = []
     for metric in WINDOW_METRICS:
-        path = out_dir / _file_name(f"{stem}-windows-{metric}")
+        path = out_dir / file_name(f"{stem}-windows-{metric}")
         if _plot_window_bars(study, windows, metric, path):
             written.append(path)
     return written
@@ -349,37 +309,16 @@ def _plot_window_bars(study: str, windows: Sequence[Experiment], metric: str, pa
     shown = [w for w in windows if w.mean(metric) is not None]  # an unmeasured window gets no bar, not a zero
     if not shown:
         return False
-    figure, axes = _new_figure()
+    figure, axes = new_figure()
     axes.bar(
         range(len(shown)),
         [w.plotted_mean(metric) for w in shown],
         yerr=[w.plotted_half_width(metric) for w in shown],
         capsize=3,
     )
-    axes.set_xticks(range(len(shown)), [_literal(w.experiment_id) for w in shown])
+    axes.set_xticks(range(len(shown)), [literal(w.experiment_id) for w in shown])
     axes.tick_params(axis="x", labelrotation=30)
     axes.set_ylabel(AXIS_LABELS[metric])
-    axes.set_title(_literal(f"{study}: llem_energy windows"), fontsize="medium")
-    _save(figure, path)
+    axes.set_title(literal(f"{study}: llem_energy windows"), fontsize="medium")
+    save(figure, path)
     return True
-
-
-# --- matplotlib plumbing --------------------------------------------------------------------------------------------
-
-
-def _new_figure() -> tuple[Figure, Axes]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 5), layout="constrained")
-    FigureCanvasAgg(figure)  # attaches itself: PNG rendering without pyplot or a global backend
-    return figure, figure.subplots()
-
-
-def _save(figure: Figure, path: Path) -> None:
-    figure.savefig(path, dpi=110)
-
-
-def _literal(text: str) -> str:
-    """User text (ids, paths) shown as typed: a pair of ``$`` would otherwise start matplotlib's math mode."""
-    return text.replace("$", r"\$")

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_llem.report.plots import PlotsUnavailable, config_value, pareto_front, swept_settings, write_plots
+from pytest_llem.report.figures import pareto_front
+from pytest_llem.report.plots import PlotsUnavailable, config_value, swept_settings, write_plots
 from pytest_llem.results.schema import ItemResult, LatencyStats, Metrics
 from pytest_llem.results.session import SessionResults, StudyOverview
 

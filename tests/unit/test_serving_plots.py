@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
-from pytest_llem.report import serving_plots
-from pytest_llem.report.serving_plots import _pareto, write_serving_plots
+from pytest_llem.report.figures import front_of
+from pytest_llem.report.serving_plots import by_rate, points, write_serving_plots
 from pytest_llem.results.schema import ItemResult, LatencyStats, Metrics
-from pytest_llem.results.session import SessionResults, StudyOverview
+from pytest_llem.results.session import SessionResults
+from tests.unit.test_plots import PNG_MAGIC, STUDY, result, session_of
 
-STUDY = "studies/serve.yaml"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEADY = "steady_energy_per_output_token_j"
 draws = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the plots extra is not installed")
 
@@ -43,59 +42,33 @@ def metrics(j_per_token: float | None, ttft_p90: float | None, tpot_p90: float |
     )
 
 
-def result(experiment_id: str, settings: dict[str, Any], m: Metrics, cycle: int = 1) -> ItemResult:
-    return ItemResult(
-        study=STUDY,
-        study_design_hash="design",
-        experiment_id=experiment_id,
-        config_hash=f"hash-{experiment_id}",
-        cycle=cycle,
-        backend=settings.get("backend"),
-        model=settings.get("model"),
-        config=settings,
-        metrics=m,
-        started_at=0.0,
-        finished_at=1.0,
-    )
-
-
-def session_of(results: list[ItemResult]) -> SessionResults:
-    session = SessionResults()
-    for r in results:
-        session.add_result(r)
-    experiment_ids = list(dict.fromkeys(r.experiment_id for r in results))
-    cycles = max(r.cycle for r in results)
-    session.add_study(StudyOverview(STUDY, "design", experiment_ids, n_cycles=cycles, cycle_order="interleaved"))
-    return session
-
-
 def twice(experiment_id: str, settings: dict[str, Any], m: Metrics) -> list[ItemResult]:
     """Two equal cycles: zero-width CIs (no scipy import for a t interval in a unit test)."""
-    return [result(experiment_id, settings, m, cycle) for cycle in (1, 2)]
+    return [result(experiment_id, settings, m, cycle=cycle) for cycle in (1, 2)]
 
 
-@pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """What each plot drew: its points (id, x ms, y J/tok) and its Pareto front, by file name."""
-    seen: dict[str, Any] = {"points": [], "fronts": []}
-    pareto = serving_plots._pareto
-    draw_front = serving_plots._draw_front
+def drawn(results: list[ItemResult]) -> dict[tuple[str, str], list[tuple[str, float, float]]]:
+    """What each plot shows, by (rate, latency): its points (id, x ms, y J/tok)."""
+    session = session_of(results)
+    return {
+        (rate, latency): [(p.name, p.x, p.y) for p in points(rows, latency)]
+        for rate, rows in by_rate(session, STUDY).items()
+        for latency in ("ttft_s.p90", "tpot_s.p90")
+    }
 
-    def spy_pareto(points: Any) -> list[str]:
-        seen["points"].append(list(points))
-        return pareto(points)
 
-    def spy_front(axes: Any, front: Any) -> None:
-        seen["fronts"].append([name for _, _, name in front])
-        draw_front(axes, front)
-
-    monkeypatch.setattr(serving_plots, "_pareto", spy_pareto)
-    monkeypatch.setattr(serving_plots, "_draw_front", spy_front)
-    return seen
+def fronts(results: list[ItemResult]) -> dict[tuple[str, str], list[str]]:
+    """Each plot's Pareto front, in the order its line joins it (by latency)."""
+    session = session_of(results)
+    return {
+        (rate, latency): [p.name for p in front_of(points(rows, latency))]
+        for rate, rows in by_rate(session, STUDY).items()
+        for latency in ("ttft_s.p90", "tpot_s.p90")
+    }
 
 
 @draws
-def test_one_plot_per_rate_and_latency_with_the_pareto_front_of_that_rate(tmp_path: Path, drawn: dict) -> None:
+def test_one_plot_per_rate_and_latency_with_the_pareto_front_of_that_rate(tmp_path: Path) -> None:
     results = [
         # 2 req/s: fast-but-costly and slow-but-cheap are both on the front; "dominated" loses to "cheap" on both.
         *twice("fast", config(2.0), metrics(0.30, ttft_p90=0.050, tpot_p90=0.010)),
@@ -116,13 +89,18 @@ def test_one_plot_per_rate_and_latency_with_the_pareto_front_of_that_rate(tmp_pa
     ]
     assert set(written) == set(out_dir.iterdir())
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in written)
-    assert drawn["fronts"] == [["fast", "cheap"], ["fast", "cheap"], ["flood"], ["flood"]]  # sorted by latency
-    ttft_points = drawn["points"][0]
+    assert fronts(results) == {  # by latency
+        ("2", "ttft_s.p90"): ["fast", "cheap"],
+        ("2", "tpot_s.p90"): ["fast", "cheap"],
+        ("inf", "ttft_s.p90"): ["flood"],
+        ("inf", "tpot_s.p90"): ["flood"],
+    }
+    ttft_points = drawn(results)[("2", "ttft_s.p90")]
     assert ttft_points == [("fast", 50.0, 0.30), ("cheap", 200.0, 0.10), ("dominated", 250.0, 0.12)]  # ms, J/tok
 
 
 @draws
-def test_an_unmeasured_experiment_is_left_out_never_drawn_at_zero(tmp_path: Path, drawn: dict) -> None:
+def test_an_unmeasured_experiment_is_left_out_never_drawn_at_zero(tmp_path: Path) -> None:
     results = [
         *twice("measured", config(4.0), metrics(0.2, ttft_p90=0.1, tpot_p90=0.02)),
         # No steady-state window (too few requests): no energy per token, so on no plot at all.
@@ -139,12 +117,13 @@ def test_an_unmeasured_experiment_is_left_out_never_drawn_at_zero(tmp_path: Path
         f"serve-rate-4-{STEADY}-vs-ttft_s.p90.png",
         f"serve-rate-4-{STEADY}-vs-tpot_s.p90.png",
     ]
-    ttft, tpot = drawn["points"]
-    assert [name for name, _, _ in ttft] == ["measured", "one-token"]
-    assert [name for name, _, _ in tpot] == ["measured"]
-    assert all(x > 0 and y > 0 and not math.isnan(x) for points in drawn["points"] for _, x, y in points)
+    shown = drawn(results)
+    assert [name for name, _, _ in shown[("4", "ttft_s.p90")]] == ["measured", "one-token"]
+    assert [name for name, _, _ in shown[("4", "tpot_s.p90")]] == ["measured"]
+    assert shown[("8", "ttft_s.p90")] == [] and shown[("8", "tpot_s.p90")] == []
+    assert all(x > 0 and y > 0 and not math.isnan(x) for plot in shown.values() for _, x, y in plot)
     # "no-window" would dominate everything at (50 ms, 0 J/tok) if a missing value were drawn as zero.
-    assert drawn["fronts"][0] == ["one-token", "measured"]
+    assert fronts(results)[("4", "ttft_s.p90")] == ["one-token", "measured"]
 
 
 @draws
@@ -159,11 +138,3 @@ def test_no_serving_experiment_writes_nothing(tmp_path: Path) -> None:
     assert write_serving_plots(session_of(offline), STUDY, "serve", out_dir) == []
     assert write_serving_plots(SessionResults(), STUDY, "serve", out_dir) == []  # no such study either
     assert not out_dir.exists()
-
-
-def test_the_pareto_set_minimises_both_coordinates() -> None:
-    points = [("a", 1.0, 5.0), ("b", 2.0, 2.0), ("c", 3.0, 3.0), ("d", 5.0, 1.0), ("e", 2.0, 2.0), ("f", 1.0, 6.0)]
-    # c is beaten by b on both; f by a (same latency, more energy); b and e are equal and keep each other.
-    assert _pareto(points) == ["a", "b", "d", "e"]
-    assert _pareto([]) == []
-    assert _pareto([("alone", 9.0, 9.0)]) == ["alone"]
