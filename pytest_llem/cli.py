@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .energy.doctor import DEFAULT_IMPORT_TIMEOUT_S, diagnose  # light: Zeus is imported when doctor runs
-from .energy.gpu_settings import restore_journals
+from .energy.gpu_restore import restore_journals
 from .errors import LlemError
 from .report.table import render_session
 from .results import baselines, gate

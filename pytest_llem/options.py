@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .config.loader import resolve_execution
-from .energy.gpu_settings import JOURNALS
+from .energy.gpu_journal import JOURNALS
 from .energy.meter import METER_CHOICES
 from .errors import ConfigError, LlemError
 from .measurement import MeasurementSession

@@ -13,39 +13,23 @@ Zeus is imported inside the functions: importing this module costs nothing (the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
-import socket
 import sys
-import tempfile
-import threading
-import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from ..errors import LlemError
+from .gpu_journal import Change, GpuSettingsError, Journal, restored, rewrite
 from .meter import GpuScope
+from .sigterm import SigtermGuard
 
-JOURNALS = "gpu-settings"
 NEEDS_RIGHT = "setting GPU power limits and clocks needs root, or Zeus's zeusd (ZEUSD_SOCK_PATH set to its socket)"
-
-
-class GpuSettingsError(LlemError):
-    """The settings could not be applied or restored (no right, zeusd said no, …): the item fails."""
 
 
 class GpuSettingsSkipped(GpuSettingsError):
     """The settings cannot apply on this machine (no GPU, a value outside what the GPU allows): the item is skipped."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM reached pytest while GPU settings were applied (a CI cancel, a preemption): raised in the main thread so
-    that they are restored on the way out, and pytest stops as it does on Ctrl-C."""
 
 
 @dataclass(frozen=True)
@@ -58,16 +42,6 @@ class Wanted:
     @property
     def anything(self) -> bool:
         return self.power_limit_w is not None or self.locked_clocks_mhz is not None
-
-
-@dataclass
-class Change:
-    """One GPU, as the journal keeps it: what to put back. ``power_limit_mw``: the limit before (None: not changed);
-    ``clocks_locked``: its clocks were (or were about to be) locked, so they are reset."""
-
-    physical_index: int
-    power_limit_mw: int | None = None
-    clocks_locked: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,134 +63,10 @@ class InForce:
         }
 
 
-# -- the journal ------------------------------------------------------------------------------------------------------
-
-
-class Journal:
-    """This process's journal file (one per process: under pytest-xdist each worker changes only its own GPUs), in a
-    folder shared with other sessions' journals."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-        self.path = folder / f"{socket.gethostname()}-{os.getpid()}.json" if folder is not None else None
-
-    def record(self, changes: Sequence[Change]) -> dict[int, Change]:
-        """Journal ``changes`` with what is already journaled here, keeping for each GPU the earliest value recorded
-        (a restore that was refused left a GPU changed: what it had before is what goes back). Returns the entries by
-        physical index."""
-        merged = {c.physical_index: c for c in self.entries()}
-        for change in changes:
-            earlier = merged.get(change.physical_index)
-            if earlier is None:
-                merged[change.physical_index] = Change(**asdict(change))
-            else:
-                merged[change.physical_index] = Change(
-                    change.physical_index,
-                    earlier.power_limit_mw if earlier.power_limit_mw is not None else change.power_limit_mw,
-                    earlier.clocks_locked or change.clocks_locked,
-                )
-        self._write(list(merged.values()))
-        return merged
-
-    def forget(self, physical: Iterable[int]) -> None:
-        """These GPUs are back as they were: their entries go, and the file when none is left."""
-        gone = set(physical)
-        if self.path is None or not gone or not self.path.exists():
-            return
-        left = [c for c in self.entries() if c.physical_index not in gone]
-        if left:
-            self._write(left)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-
-    def entries(self) -> list[Change]:
-        """What this process's journal holds."""
-        if self.path is None or not self.path.exists():
-            return []
-        try:
-            return _changes(json.loads(self.path.read_text()))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise GpuSettingsError(
-                f"the journal {self.path} is unreadable ({exc}); see what it held, then remove it"
-            ) from None
-
-    def _write(self, changes: Sequence[Change]) -> None:
-        if self.path is None:
-            return
-        document = {"host": socket.gethostname(), "pid": os.getpid(), "written_at": time.time(),
-                    "gpus": [asdict(c) for c in changes]}  # fmt: skip
-        _write_atomically(self.path, document)
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """While journals left by other sessions are restored (here or by doctor): one process at a time."""
-        if self.folder is None:
-            yield
-            return
-        with _folder_lock(self.folder):
-            yield
-
-    def left_behind(self) -> Iterator[tuple[Path, dict[str, Any], list[Change]]]:
-        """The journals (path, document, entries) of this host's sessions that are gone; unreadable ones are doctor's
-        to report."""
-        if self.folder is None or not self.folder.is_dir():
-            return
-        for path in sorted(self.folder.glob("*.json")):
-            if path == self.path:
-                continue
-            try:
-                document = json.loads(path.read_text())
-                changes = _changes(document)
-            except (OSError, ValueError, TypeError, KeyError):
-                continue
-            if _whose(document) == GONE:
-                yield path, document, changes
-
-
-def _changes(document: dict[str, Any]) -> list[Change]:
-    return [Change(**entry) for entry in document["gpus"]]
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    import fcntl  # POSIX; imported here so that importing this module stays free
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _rewrite(path: Path, document: dict[str, Any], left: Sequence[Change]) -> None:
-    """A journal of another session, less the entries restored (it goes when none is left)."""
-    if left:
-        _write_atomically(path, {**document, "gpus": [asdict(c) for c in left]})
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _write_atomically(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(document, out)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 # -- Zeus's device layer ----------------------------------------------------------------------------------------------
 
 
-def _zeus_gpus() -> Any:
+def zeus_gpus() -> Any:
     """Zeus's GPU manager, or GpuSettingsSkipped saying why there is none."""
     from zeus.device import gpu as zeus_gpu
     from zeus.device.exception import ZeusBaseGPUError
@@ -232,7 +82,7 @@ def _zeus_gpus() -> Any:
     return gpus
 
 
-def _physical(gpus: Any, index: int) -> int:
+def physical_index_of(gpus: Any, index: int) -> int:
     return int(getattr(gpus.gpus[index], "gpu_index", index))
 
 
@@ -260,7 +110,7 @@ def _refusal(exc: Exception, what: str) -> GpuSettingsError:
 
 
 def _check_range(gpus: Any, index: int, wanted: Wanted) -> None:
-    physical = _physical(gpus, index)
+    physical = physical_index_of(gpus, index)
     if wanted.power_limit_w is not None:
         low, high = (v / 1000 for v in gpus.get_power_management_limit_constraints(index))
         if not low <= wanted.power_limit_w <= high:
@@ -315,17 +165,16 @@ class Applied:
                 warnings.simplefilter("ignore")
                 self._restore_left_behind()
                 for index in self._indices:
-                    self._doing = f"read GPU {_physical(self._gpus, index)}'s allowed power limits"
+                    self._doing = f"read GPU {physical_index_of(self._gpus, index)}'s allowed power limits"
                     _check_range(self._gpus, index, self._wanted)
                 recorded = []
                 for index in self._indices:
-                    self._doing = f"read GPU {_physical(self._gpus, index)}'s power limit"
+                    self._doing = f"read GPU {physical_index_of(self._gpus, index)}'s power limit"
                     previous = (
                         self._gpus.get_power_management_limit(index) if self._wanted.power_limit_w is not None else None
                     )
-                    recorded.append(
-                        Change(_physical(self._gpus, index), previous, self._wanted.locked_clocks_mhz is not None)
-                    )
+                    locks = self._wanted.locked_clocks_mhz is not None
+                    recorded.append(Change(physical_index_of(self._gpus, index), previous, locks))
                 self._doing = "journal the GPU settings"
                 earlier = {c.physical_index: c for c in self._journal.entries()}
                 journaled = self._journal.record(recorded)  # before the first change: a SIGKILL may come at any time
@@ -350,24 +199,24 @@ class Applied:
     def _restore_left_behind(self) -> None:
         """A session on this host that is gone left these GPUs changed: put them back first (and say so in the item's
         log), or refuse in one line naming doctor."""
-        mine = {_physical(self._gpus, i): i for i in self._indices}
+        mine = {physical_index_of(self._gpus, i): i for i in self._indices}
         with self._journal.locked():
             for path, document, changes in self._journal.left_behind():
                 covered = {mine[c.physical_index]: c for c in changes if c.physical_index in mine}
                 if not covered:
                     continue
                 self._doing = f"put back what a session that is gone left changed ({path})"
-                problems = _restore(self._gpus, covered)
+                problems = restore_changes(self._gpus, covered)
                 if problems:
                     raise GpuSettingsError(
                         f"a session that is gone (pid {document.get('pid')}) left GPU settings changed and they could "
                         f"not be put back ({'; '.join(problems.values())}); `llem doctor --restore` puts them back "
                         f"from {path}"
                     )
-                _rewrite(path, document, [c for c in changes if c.physical_index not in mine])
-                restored = "; ".join(_restored(c) for c in covered.values())
+                rewrite(path, document, [c for c in changes if c.physical_index not in mine])
+                put_back = "; ".join(restored(c) for c in covered.values())
                 print(
-                    f"pytest-llem: put back {restored}, which a session that is gone (pid {document.get('pid')}) left "
+                    f"pytest-llem: put back {put_back}, which a session that is gone (pid {document.get('pid')}) left "
                     f"changed ({path})",
                     file=sys.stderr,  # in this item's captured log
                 )
@@ -416,7 +265,7 @@ class Applied:
     def restore(self) -> list[str]:
         """Put back what was changed; a GPU's journal entry goes once it is back. Returns what could not be restored.
         Again, it restores only what is still to restore."""
-        problems = _restore(self._gpus, self._done)
+        problems = restore_changes(self._gpus, self._done)
         for index in [i for i in self._done if i not in problems]:
             del self._done[index]
         self._journal.forget(c.physical_index for i, c in self._changes.items() if i not in self._done)
@@ -444,7 +293,7 @@ def _unrestored(problems: Sequence[str]) -> str:
     return f"the GPU settings could not be restored ({'; '.join(problems)}); `llem doctor --restore` puts them back"
 
 
-def _restore(gpus: Any, changes: dict[int, Change]) -> dict[int, str]:
+def restore_changes(gpus: Any, changes: dict[int, Change]) -> dict[int, str]:
     """Put back ``changes`` (by Zeus index); what could not be, by Zeus index."""
     problems = {}
     with warnings.catch_warnings():
@@ -471,12 +320,12 @@ def applied(wanted: Wanted, scope: GpuScope, journal_folder: Path | None) -> Ite
     """Apply ``wanted`` on the GPUs of ``scope`` for the ``with`` block, and restore them when it ends however it
     ends (an exception, Ctrl-C, SIGTERM: raised as ``Terminated`` meanwhile). A restore that fails is an error naming
     ``llem doctor --restore``."""
-    gpus = _zeus_gpus()
+    gpus = zeus_gpus()
     indices = selected(gpus, scope)
     if not indices:
         raise GpuSettingsSkipped(f"gpu: no GPU to set ({scope.why}; this process sees {len(gpus)})")
     settings = Applied(gpus, indices, wanted, Journal(journal_folder))
-    sigterm = _Sigterm()
+    sigterm = SigtermGuard()
     failed: BaseException | None = None
     try:
         sigterm.raise_it()
@@ -496,137 +345,3 @@ def applied(wanted: Wanted, scope: GpuScope, journal_folder: Path | None) -> Ite
                 raise GpuSettingsError(_unrestored(problems))
             if not isinstance(failed, GpuSettingsError):  # apply's own error already says so
                 warnings.warn(_unrestored(problems), stacklevel=2)
-
-
-class _Sigterm:
-    """SIGTERM while GPU settings are applied: ``raise_it`` makes it a ``Terminated`` in the main thread, ``hold``
-    keeps one for later while they are restored, ``release`` puts the previous handler back and hands it what was
-    held. Nothing changes outside the main thread (where Python runs signal handlers)."""
-
-    def __init__(self) -> None:
-        self._previous: Any = None
-        self._installed = False
-        self._held = False
-
-    def raise_it(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._previous = signal.signal(signal.SIGTERM, self._raise)
-        self._installed = True
-
-    def _raise(self, number: int, frame: FrameType | None) -> None:
-        raise Terminated("SIGTERM: the GPU settings are being restored before pytest stops")
-
-    def _hold(self, number: int, frame: FrameType | None) -> None:
-        self._held = True
-
-    def hold(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._hold)
-
-    def release(self) -> None:
-        if not self._installed:
-            return
-        self._installed = False
-        signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-        if self._held:
-            signal.raise_signal(signal.SIGTERM)
-
-
-# -- llem doctor --restore --------------------------------------------------------------------------------------------
-
-RUNNING, GONE, OTHER_HOST = "running", "gone", "other host"
-
-
-def _whose(document: dict[str, Any]) -> str:
-    """Whose a journal is: another host's (its GPUs are not here), a session on this host that still runs (its
-    settings are its own to restore), or one that is gone."""
-    if document.get("host") != socket.gethostname():
-        return OTHER_HOST
-    pid = int(document.get("pid") or 0)
-    if pid <= 0 or pid == os.getpid():
-        return GONE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return GONE
-    except PermissionError:
-        return RUNNING
-    return RUNNING
-
-
-def restore_journals(results_dir: Path) -> tuple[list[str], bool]:
-    """Restore the GPUs of every journal under ``results_dir`` left by a session on this host that is gone; (what was
-    done, in lines; whether everything that was left here is back). A results folder that does not exist is not
-    "nothing to restore": it may be the wrong one."""
-    where = results_dir.absolute()
-    if not results_dir.is_dir():
-        return [
-            f"GPU settings: {where} does not exist, so no journal was looked at; name the results folder the sessions "
-            "used: llem doctor --restore RESULTS_DIR"
-        ], False
-    folder = results_dir / JOURNALS
-    journals = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    if not journals:
-        return [f"GPU settings: nothing to restore (no journal in {folder.absolute()})"], True
-    lines: list[str] = []
-    complete = True
-    gpus: Any = None
-    with _folder_lock(folder):
-        for path in journals:
-            try:
-                document = json.loads(path.read_text())
-                changes = _changes(document)
-            except FileNotFoundError:  # restored meanwhile by a session that found it
-                continue
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                lines.append(f"{path}: unreadable journal ({exc}); left in place")
-                complete = False
-                continue
-            whose = _whose(document)
-            if whose == OTHER_HOST:
-                lines.append(
-                    f"{path}: written on host {document.get('host')}, not this one ({socket.gethostname()}); left in "
-                    "place: run llem doctor --restore there"
-                )
-                continue
-            if whose == RUNNING:
-                lines.append(f"{path}: its session (pid {document['pid']}) is still running; it restores its own GPUs")
-                continue
-            if gpus is None:
-                with _every_gpu():
-                    gpus = _zeus_gpus()
-            by_physical = {_physical(gpus, i): i for i in range(len(gpus))}
-            missing = [c.physical_index for c in changes if c.physical_index not in by_physical]
-            if missing:
-                lines.append(f"{path}: GPU {', '.join(map(str, missing))} not visible here; left in place")
-                complete = False
-                continue
-            problems = _restore(gpus, {by_physical[c.physical_index]: c for c in changes})
-            if problems:
-                lines.append(f"{path}: could not restore {'; '.join(problems.values())}; left in place ({NEEDS_RIGHT})")
-                complete = False
-                continue
-            path.unlink()
-            lines.append(f"{path}: restored " + "; ".join(_restored(c) for c in changes))
-    return lines, complete
-
-
-def _restored(change: Change) -> str:
-    what = []
-    if change.power_limit_mw is not None:
-        what.append(f"power limit {change.power_limit_mw / 1000:g} W")
-    if change.clocks_locked:
-        what.append("clocks unlocked")
-    return f"GPU {change.physical_index}: " + ", ".join(what or ["nothing changed"])
-
-
-@contextlib.contextmanager
-def _every_gpu() -> Iterator[None]:
-    """Journals name GPUs by the driver's index: doctor looks at every GPU, whatever CUDA_VISIBLE_DEVICES says."""
-    before = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-    try:
-        yield
-    finally:
-        if before is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = before

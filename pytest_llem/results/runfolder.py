@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..files import current_umask, write_json
 from .environment import Environment
 from .schema import ItemResult
 from .session import SessionResults, StudyOverview
@@ -28,12 +29,10 @@ from .store import (
     SUMMARY,
     ItemEntry,
     RunFolderError,
-    current_umask,
     latest_run,
     manifest_entries,
     read_manifest,
     read_result,
-    write_json,
 )
 
 # An item's identity inside a merge: skipped configs have no cycle, so their label (experiment_id) tells them apart.

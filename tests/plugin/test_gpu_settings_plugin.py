@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llem.cli import main
-from pytest_llem.energy.gpu_settings import JOURNALS, NEEDS_RIGHT
+from pytest_llem.energy.gpu_journal import JOURNALS
+from pytest_llem.energy.gpu_settings import NEEDS_RIGHT
 from tests import studies
 from tests.zeus_fakes import FakeDriver, FakeGPUs, install, uninstall
 

@@ -14,17 +14,9 @@ import pytest
 from zeus.device.gpu.common import ZeusGPUNotSupportedError
 
 from pytest_llem.cli import main
-from pytest_llem.energy.gpu_settings import (
-    JOURNALS,
-    NEEDS_RIGHT,
-    Applied,
-    GpuSettingsError,
-    GpuSettingsSkipped,
-    Journal,
-    Wanted,
-    applied,
-    restore_journals,
-)
+from pytest_llem.energy.gpu_journal import JOURNALS, GpuSettingsError, Journal
+from pytest_llem.energy.gpu_restore import restore_journals
+from pytest_llem.energy.gpu_settings import NEEDS_RIGHT, Applied, GpuSettingsSkipped, Wanted, applied
 from pytest_llem.energy.meter import EVERY_GPU, GpuScope
 from pytest_llem.energy.opening import open_meter
 from pytest_llem.results.environment import Environment, GpuFingerprint

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llem.config.models import ExecutionConfig
-from pytest_llem.results.store import ItemEntry, RunFolderError, RunStore, latest_run, write_json
+from pytest_llem.files import write_json
+from pytest_llem.results.store import ItemEntry, RunFolderError, RunStore, latest_run
 from pytest_llem.runner.gaps import Pacer
 
 
