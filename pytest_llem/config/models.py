@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError, to_json
 
 from .compat import PYTORCH_CUDA_ONLY, PYTORCH_CUDA_ONLY_ATTENTION, precision_problem, vllm_engine_problem
 from .dataset import DatasetConfig
+from .gpu import GpuConfig
 from .platform import Platform, detect_platform
 from .serving import Scenario, ServingConfig, serving_problem
 from .strict import _Strict
@@ -142,29 +143,6 @@ class EnergyConfig(_Strict):
                 "gpu_indices", "must be a list of GPU indices (CUDA numbering) or all, not '{value}'", {"value": value}
             )
         return _GPU_INDEX_LIST.validate_python(value)
-
-
-class GpuConfig(_Strict):
-    """Deployment settings of the GPUs an item uses (the GPUs its energy is measured on), set before the item and
-    restored after it (energy/gpu_settings.py). None leaves a setting as the machine has it."""
-
-    power_limit_w: StrictInt | None = Field(None, gt=0, description="power limit of each GPU, whole watts")
-    locked_clocks_mhz: tuple[Annotated[StrictInt, Field(gt=0)], Annotated[StrictInt, Field(gt=0)]] | None = Field(
-        None, description="[min, max] graphics clocks, MHz"
-    )
-
-    @field_validator("locked_clocks_mhz")
-    @classmethod
-    def _ordered(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and value[0] > value[1]:
-            raise PydanticCustomError(
-                "clock_range", "must be [min, max] with min <= max, not {value}", {"value": list(value)}
-            )
-        return value
-
-    @property
-    def sets_anything(self) -> bool:
-        return self.power_limit_w is not None or self.locked_clocks_mhz is not None
 
 
 class PyTorchConfig(_Strict):
