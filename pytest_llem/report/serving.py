@@ -4,28 +4,14 @@ request rate, the configuration with the least steady-state energy per token amo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..results.session import ExperimentSummary
-from ..results.stats import Summary, display_digits
+from ..results.stats import display_digits
+from .cells import Column, cycles, mean, mean_ci
 
 STEADY = "steady_energy_per_output_token_j"
-
-
-def _mean(summary: Summary, scale: float = 1.0, digits: int | None = 1) -> str:
-    if summary.mean is None:
-        return "-"
-    digits = display_digits(summary.mean * scale) if digits is None else digits
-    return f"{summary.mean * scale:.{digits}f}"
-
-
-def _mean_ci(summary: Summary) -> str:
-    text = _mean(summary, digits=None)
-    if summary.mean is not None and summary.half_width is not None:
-        text += f" ± {summary.half_width:.{display_digits(summary.mean)}f}"
-    return text
 
 
 def serving_settings(row: ExperimentSummary) -> dict[str, Any]:
@@ -46,22 +32,20 @@ def has_slo(row: ExperimentSummary) -> bool:
     return any(slo.get(key) is not None for key in ("ttft_ms", "tpot_ms", "e2el_ms"))
 
 
-Column = tuple[str, Callable[[ExperimentSummary], str]]
-
 SERVING_COLUMNS: list[Column] = [
     ("experiment", lambda r: r.experiment_id),
-    ("cycles", lambda r: str(r.cycles_passed) + (f" ({r.cycles_failed} failed)" if r.cycles_failed else "")),
+    ("cycles", cycles),
     ("rate", rate_text),
-    ("req/s", lambda r: _mean(r.metrics["request_throughput_rps"], digits=2)),
-    ("out tok/s", lambda r: _mean(r.metrics["tokens_per_s"])),
-    ("TTFT p50 ms", lambda r: _mean(r.metrics["ttft_s.p50"], scale=1000)),
-    ("TTFT p90 ms", lambda r: _mean(r.metrics["ttft_s.p90"], scale=1000)),
-    ("TPOT p50 ms", lambda r: _mean(r.metrics["tpot_s.p50"], scale=1000, digits=2)),
-    ("steady J/tok (95% CI)", lambda r: _mean_ci(r.metrics[STEADY])),
-    ("J/req", lambda r: _mean(r.metrics["energy_per_request_j"], digits=None)),
-    ("mean W", lambda r: _mean(r.metrics["mean_power_w"], digits=None)),
-    ("goodput", lambda r: _mean(r.metrics["goodput_rps"], digits=2)),
-    ("SLO %", lambda r: _mean(r.metrics["slo_attainment"], scale=100, digits=0)),
+    ("req/s", lambda r: mean(r.metrics["request_throughput_rps"], digits=2)),
+    ("out tok/s", lambda r: mean(r.metrics["tokens_per_s"])),
+    ("TTFT p50 ms", lambda r: mean(r.metrics["ttft_s.p50"], scale=1000)),
+    ("TTFT p90 ms", lambda r: mean(r.metrics["ttft_s.p90"], scale=1000)),
+    ("TPOT p50 ms", lambda r: mean(r.metrics["tpot_s.p50"], scale=1000, digits=2)),
+    ("steady J/tok (95% CI)", lambda r: mean_ci(r.metrics[STEADY], digits=None)),
+    ("J/req", lambda r: mean(r.metrics["energy_per_request_j"], digits=None)),
+    ("mean W", lambda r: mean(r.metrics["mean_power_w"], digits=None)),
+    ("goodput", lambda r: mean(r.metrics["goodput_rps"], digits=2)),
+    ("SLO %", lambda r: mean(r.metrics["slo_attainment"], scale=100, digits=0)),
 ]
 
 

@@ -2,54 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..results.gate import Verdict
 from ..results.session import ExperimentSummary, SessionResults, StudyOverview
-from ..results.stats import Summary, display_digits
+from .cells import Column, cycles, largest, mean, mean_ci
 from .serving import render_serving
 
-
-def _mean_ci(summary: Summary, scale: float = 1.0, digits: int | None = 1) -> str:
-    """``digits`` None: about three significant figures."""
-    if summary.mean is None:
-        return "-"
-    if digits is None:
-        digits = display_digits(summary.mean * scale)
-    text = f"{summary.mean * scale:.{digits}f}"
-    if summary.half_width is not None:
-        text += f" ± {summary.half_width * scale:.{digits}f}"
-    return text
-
-
-def _mean(summary: Summary, scale: float = 1.0, digits: int = 1) -> str:
-    return "-" if summary.mean is None else f"{summary.mean * scale:.{digits}f}"
-
-
-def _max(summary: Summary) -> str:
-    return "-" if not summary.samples else f"{max(summary.samples):.0f}"
-
-
-def _cycles(row: ExperimentSummary) -> str:
-    return str(row.cycles_passed) + (f" ({row.cycles_failed} failed)" if row.cycles_failed else "")
-
-
-COLUMNS: list[tuple[str, Callable[[ExperimentSummary], str]]] = [
+COLUMNS: list[Column] = [
     ("experiment", lambda r: r.experiment_id),
-    ("cycles", _cycles),
-    ("tokens/s (95% CI)", lambda r: _mean_ci(r.metrics["tokens_per_s"])),
-    ("output tok", lambda r: _mean(r.metrics["output_tokens"], digits=0)),
-    ("TTFT ms", lambda r: _mean(r.metrics["ttft_s.mean"], scale=1000)),
-    ("ITL ms", lambda r: _mean(r.metrics["itl_s.mean"], scale=1000, digits=2)),
-    ("peak MB", lambda r: _max(r.metrics["peak_memory_mb"])),
-    ("energy J (95% CI)", lambda r: _mean_ci(r.metrics["energy_j"], digits=None)),
-    ("J/tok", lambda r: _mean_ci(r.metrics["energy_per_output_token_j"], digits=None)),
-    ("mean W", lambda r: _mean_ci(r.metrics["mean_power_w"], digits=None)),
+    ("cycles", cycles),
+    ("tokens/s (95% CI)", lambda r: mean_ci(r.metrics["tokens_per_s"])),
+    ("output tok", lambda r: mean(r.metrics["output_tokens"], digits=0)),
+    ("TTFT ms", lambda r: mean(r.metrics["ttft_s.mean"], scale=1000)),
+    ("ITL ms", lambda r: mean(r.metrics["itl_s.mean"], scale=1000, digits=2)),
+    ("peak MB", lambda r: largest(r.metrics["peak_memory_mb"])),
+    ("energy J (95% CI)", lambda r: mean_ci(r.metrics["energy_j"], digits=None)),
+    ("J/tok", lambda r: mean_ci(r.metrics["energy_per_output_token_j"], digits=None)),
+    ("mean W", lambda r: mean_ci(r.metrics["mean_power_w"], digits=None)),
 ]
 
-
-Column = tuple[str, Callable[[ExperimentSummary], str]]
 
 DOCTOR_HINT = "energy: run `llem doctor` to see what this machine can measure, and how to get the rest"
 
@@ -73,14 +45,14 @@ def verdict_columns(study: str, session: SessionResults) -> list[Column]:
 
 # With phases: true, the prefill alone (one pass over the prompts) and the energy of each phase per token.
 PHASE_COLUMNS: list[Column] = [
-    ("prefill ms", lambda r: _mean(r.metrics["prefill_duration_s"], scale=1000)),
-    ("prefill J/in-tok", lambda r: _mean_ci(r.metrics["prefill_energy_per_input_token_j"], digits=None)),
-    ("decode J/tok", lambda r: _mean_ci(r.metrics["decode_energy_per_output_token_j"], digits=None)),
+    ("prefill ms", lambda r: mean(r.metrics["prefill_duration_s"], scale=1000)),
+    ("prefill J/in-tok", lambda r: mean_ci(r.metrics["prefill_energy_per_input_token_j"], digits=None)),
+    ("decode J/tok", lambda r: mean_ci(r.metrics["decode_energy_per_output_token_j"], digits=None)),
 ]
 
 
 # A study whose gpu: power_limit_w varies: the limit read back, after the experiment's name.
-LIMIT_COLUMN: Column = ("limit W", lambda r: _mean(r.metrics["gpu_power_limit_w"], digits=0))
+LIMIT_COLUMN: Column = ("limit W", lambda r: mean(r.metrics["gpu_power_limit_w"], digits=0))
 
 
 def _limit_varies(rows: list[ExperimentSummary]) -> bool:

@@ -14,6 +14,13 @@ STEADY_MIN_GPU_S = 30.0
 STEADY_MIN_SHARE = 0.2
 
 
+def output_tokens(record: RequestRecord, count_tokens: Callable[[str], int] | None = None) -> int:
+    """A completed request's output tokens: the server's usage count, else its text re-tokenised, else its chunks."""
+    if record.output_tokens is not None:
+        return record.output_tokens
+    return count_tokens(record.text) if count_tokens is not None else len(record.chunk_s)
+
+
 @dataclass(frozen=True)
 class LoadSummary:
     """Per-request figures of the completed requests (seconds), and the counts."""
@@ -39,9 +46,8 @@ def summarize(
 ) -> LoadSummary:
     """Latencies of the completed requests. TTFT = first chunk − send; E2EL = last chunk − send; TPOT = (E2EL − TTFT)
     / (output tokens − 1) for requests with more than one output token (0 for the SLO check otherwise, as vLLM does);
-    ITL: every interval between consecutive chunks. Output tokens are the server's usage count, else the text
-    re-tokenised (``count_tokens``), else the chunks. A request meets the SLO when it completed and meets every target
-    in ``slo_s`` (``ttft``, ``tpot``, ``e2el``: seconds)."""
+    ITL: every interval between consecutive chunks. Output tokens as ``output_tokens`` counts them. A request meets
+    the SLO when it completed and meets every target in ``slo_s`` (``ttft``, ``tpot``, ``e2el``: seconds)."""
     ttft: list[float] = []
     tpot: list[float] = []
     itl: list[float] = []
@@ -54,9 +60,7 @@ def summarize(
                 errors.append(record.error or "failed")
             continue
         completed += 1
-        produced = record.output_tokens
-        if produced is None:
-            produced = count_tokens(record.text) if count_tokens is not None else len(record.chunk_s)
+        produced = output_tokens(record, count_tokens)
         outputs += produced
         inputs += record.prompt_tokens or 0
         per_token = (record.e2el - record.ttft) / (produced - 1) if produced > 1 else 0.0
@@ -149,9 +153,7 @@ def tokens_between(
     for record in records:
         if not record.ok:
             continue
-        produced = record.output_tokens
-        if produced is None:
-            produced = count_tokens(record.text) if count_tokens is not None else len(record.chunk_s)
+        produced = output_tokens(record, count_tokens)
         inside = sum(start_s <= t <= end_s for t in record.chunk_s)
         total += produced * inside / len(record.chunk_s)
     return total
