@@ -111,10 +111,9 @@ def run_experiment(
         itl = LatencyStats.mean_only(generation.itl_mean_s, generation.itl_count)
     if itl is None:
         unavailable.setdefault("itl_s", "no sequence produced more than one token")
-    if not config.baseline.enabled:
-        unavailable["idle_power_w"] = "baseline.enabled is false"
-    elif idle is not None and idle.watts is None and idle.reason:
-        unavailable["idle_power_w"] = idle.reason
+    idle_unknown = idle_unavailable(config, idle)
+    if idle_unknown:
+        unavailable["idle_power_w"] = idle_unknown
     duration = reading.duration_s
     return Metrics(
         **EnergyMetrics.of(reading, generation.output_tokens, idle),
@@ -134,6 +133,15 @@ def run_experiment(
         workload=workload.description,
         **phases,
     )
+
+
+def idle_unavailable(config: ExperimentConfig, idle: IdlePower | None) -> str | None:
+    """Why the item has no idle power, or None when it has one."""
+    if not config.baseline.enabled:
+        return "baseline.enabled is false"
+    if idle is not None and idle.watts is None and idle.reason:
+        return idle.reason
+    return None
 
 
 def _completions_per_prompt(config: ExperimentConfig) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from ..energy.timeline import EnergyTimeline
 from ..results.schema import EnergyMetrics, LatencyStats, Metrics
 from ..serving import client
 from ..serving.arrivals import arrival_times
-from ..serving.metrics import steady_warnings, steady_window, summarize, tokens_between
-from ..serving.requests import RequestSpec
+from ..serving.metrics import SteadyWindow, steady_warnings, steady_window, summarize, tokens_between
+from ..serving.requests import RequestRecord, RequestSpec
 from ..serving.server import (
     Endpoint,
     ServerError,
@@ -31,7 +32,7 @@ from ..serving.server import (
 )
 from ..workload.build import Workload, build_workload, load_tokenizer
 from ..workload.models import resolve_model
-from .execute import phase
+from .execute import idle_unavailable, phase
 
 # Figures of the steady-state window, the energy ones first.
 STEADY_FIELDS = ("steady_energy_j", "steady_energy_per_output_token_j", "steady_duration_s", "steady_output_tokens")
@@ -111,22 +112,9 @@ def run_serving(
     if summary.failed:
         warnings.append(f"{summary.failed} of {summary.sent} requests failed (first: {summary.errors[0]})")
     window = steady_window(records, settings.rate, batch_limit(settings, config.vllm))
-    steady: dict[str, Any] = {"steady_window": window.rule}
-    if window.start_s is None or window.end_s is None:
-        why = window.reason or "no steady-state window"
-        unavailable |= dict.fromkeys(STEADY_FIELDS, why)
-    else:
-        energy = timeline.energy_between(window.start_s, window.end_s)
-        produced = tokens_between(records, window.start_s, window.end_s, count)
-        steady |= {"steady_duration_s": window.duration_s, "steady_output_tokens": produced}
-        if energy.energy_j is None:
-            unavailable |= dict.fromkeys(STEADY_FIELDS[:2], energy.reason or "not measured")
-        elif not produced:
-            steady["steady_energy_j"] = energy.energy_j
-            unavailable["steady_energy_per_output_token_j"] = "no token was streamed inside the steady-state window"
-        else:
-            steady["steady_energy_j"] = energy.energy_j
-            steady["steady_energy_per_output_token_j"] = energy.energy_j / produced
+    steady, unknown = _steady_figures(window, timeline, records, count)
+    unavailable |= unknown
+    if window.duration_s is not None:
         warnings += steady_warnings(window, reading.duration_s, on_gpu=bool(meter.gpus))
     if not summary.tpot:
         unavailable["tpot_s"] = "no request produced more than one token"
@@ -141,10 +129,9 @@ def run_serving(
     energy_fields = EnergyMetrics.of(reading, summary.output_tokens, idle)
     energy_fields["measurement_warnings"] = [*energy_fields["measurement_warnings"], *warnings]
     energy_j = energy_fields["energy_j"]
-    if idle is not None and idle.watts is None and idle.reason:
-        unavailable["idle_power_w"] = idle.reason
-    elif not config.baseline.enabled:
-        unavailable["idle_power_w"] = "baseline.enabled is false"
+    idle_unknown = idle_unavailable(config, idle)
+    if idle_unknown:
+        unavailable["idle_power_w"] = idle_unknown
     unavailable["peak_memory_mb"] = NOT_READ_HERE
     return Metrics(
         **energy_fields,
@@ -169,6 +156,25 @@ def run_serving(
         sample_output=next((r.text for r in records if r.ok), None),
         workload=workload.description,
     )
+
+
+def _steady_figures(
+    window: SteadyWindow, timeline: EnergyTimeline, records: list[RequestRecord], count: Callable[[str], int]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The steady-state window's fields, and the reasons for those that are unknown."""
+    steady: dict[str, Any] = {"steady_window": window.rule}
+    if window.start_s is None or window.end_s is None:
+        return steady, dict.fromkeys(STEADY_FIELDS, window.reason or "no steady-state window")
+    energy = timeline.energy_between(window.start_s, window.end_s)
+    produced = tokens_between(records, window.start_s, window.end_s, count)
+    steady |= {"steady_duration_s": window.duration_s, "steady_output_tokens": produced}
+    if energy.energy_j is None:
+        return steady, dict.fromkeys(STEADY_FIELDS[:2], energy.reason or "not measured")
+    steady["steady_energy_j"] = energy.energy_j
+    if not produced:
+        return steady, {"steady_energy_per_output_token_j": "no token was streamed inside the steady-state window"}
+    steady["steady_energy_per_output_token_j"] = energy.energy_j / produced
+    return steady, {}
 
 
 def _vllm_server(config: ExperimentConfig, location: str, log_path: Path) -> StartedServer:
