@@ -7,7 +7,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..config.models import ExperimentConfig, PyTorchConfig, VLLMConfig
+from ..config.backend_sections import PyTorchConfig, VLLMConfig
+from ..config.models import ExperimentConfig
 from ..config.platform import Platform, detect_platform
 from ..energy.meter import GpuScope
 

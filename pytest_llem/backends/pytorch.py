@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from ..config.models import ExperimentConfig, PyTorchConfig
+from ..config.backend_sections import PyTorchConfig
+from ..config.models import ExperimentConfig
 from ..energy import cuda as cuda_devices
 from ..workload.build import Workload
 from ..workload.models import ResolvedModel

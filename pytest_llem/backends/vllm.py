@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.models import ExperimentConfig, VLLMConfig
+from ..config.backend_sections import VLLMConfig
+from ..config.models import ExperimentConfig
 from ..config.platform import Platform, detect_platform
 from ..energy import cuda as cuda_devices
 from ..errors import LlemError
