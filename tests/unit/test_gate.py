@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_llem.results.gate import Threshold, Verdict, compare, outliers
+from pytest_llem.results.gate import Threshold, Verdict, compare
+from pytest_llem.results.shift import outliers
 
 NOISY_BASE = [1.00, 1.02, 0.98, 1.01, 0.99]
 
