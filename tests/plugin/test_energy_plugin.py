@@ -280,11 +280,11 @@ def test_failed_and_same_named_tests_keep_their_own_rows_and_warnings(pytester: 
 
 def test_phases_split_the_energy_of_a_study_item_into_prefill_and_decode(pytester: pytest.Pytester) -> None:
     """On a GPU drawing 150 W, each phase's energy is 150 W x its time: the prefill measured alone (repeated for a
-    second), decode the rest of the generate window, padded to 1 s here so that decode is well over the counters'
-    resolution however slow the machine's prefill."""
+    second), decode the rest of the generate window. The backend sleeps 1 s after its inference, so decode is at
+    least that long (well over the counters' resolution) however slow the machine's prefill."""
     project(pytester, [150.0], FAST + "backend: padded\nbaseline: {enabled: false}\nphases: true\n")
     conftest = pytester.path / "conftest.py"
-    conftest.write_text(conftest.read_text() + "\nWINDOW_S = 1.0\n")
+    conftest.write_text(conftest.read_text() + "\nEXTRA_S = 1.0\n")
     result = pytester.runpytest("--llem-cycles=1", "--junitxml=out.xml")
     result.assert_outcomes(passed=1)
     m = results(pytester)[0]["metrics"]
