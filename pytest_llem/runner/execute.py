@@ -4,36 +4,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..backends import get_backend
 from ..backends.base import Backend
-from ..backends.placement import gpu_scope
 from ..config.models import ExperimentConfig
-from ..energy.baseline import IdleBaselines, IdlePower
+from ..energy.baseline import IdleBaselines
 from ..energy.meter import Meter
-from ..energy.opening import open_meter
-from ..errors import PhaseError
 from ..results.schema import EnergyMetrics, LatencyStats, Metrics
-from ..workload.build import build_workload, load_tokenizer
-from ..workload.models import resolve_model
 from .phases import measure_prefill, split_phases
+from .preparation import idle_unavailable, item_meter, phase, prepare
 
 BackendFactory = Callable[[str], Backend]
-
-
-@contextmanager
-def phase(name: str) -> Iterator[None]:
-    """Name the phase in any failure, so the item reads "load failed: …" rather than a bare traceback."""
-    try:
-        yield
-    except PhaseError:
-        raise
-    except Exception as exc:
-        raise PhaseError(name, exc) from exc
 
 
 def run_experiment(
@@ -51,17 +35,9 @@ def run_experiment(
     """
     with phase("backend"):  # an unavailable backend fails before any model is built
         backend = backend_factory(config.backend)
-    if meter is None:
-        meter = open_meter(config.energy.meter or "auto", gpu_scope(config))
-    revision = config.pytorch.revision if config.pytorch else None
-    with phase("model"):
-        model = resolve_model(config.model, cache_dir=cache_dir, revision=revision)
-    with phase("prompts"):
-        workload = build_workload(config, load_tokenizer(config, model), base_dir=study_dir, cache_dir=cache_dir)
-    idle: IdlePower | None = None
-    if config.baseline.enabled:
-        with phase("idle baseline"):  # before the model occupies the devices
-            idle = (idle_baselines or IdleBaselines()).get(meter, config.baseline.duration_seconds)
+    meter = item_meter(config, meter)
+    ready = prepare(config, meter, study_dir=study_dir, cache_dir=cache_dir, idle_baselines=idle_baselines)
+    model, workload, idle = ready.model, ready.workload, ready.idle
     try:
         started = time.perf_counter()
         with phase("load"):
@@ -133,15 +109,6 @@ def run_experiment(
         workload=workload.description,
         **phases,
     )
-
-
-def idle_unavailable(config: ExperimentConfig, idle: IdlePower | None) -> str | None:
-    """Why the item has no idle power, or None when it has one."""
-    if not config.baseline.enabled:
-        return "baseline.enabled is false"
-    if idle is not None and idle.watts is None and idle.reason:
-        return idle.reason
-    return None
 
 
 def _completions_per_prompt(config: ExperimentConfig) -> int:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends import get_backend
-from ..backends.placement import gpu_scope
 from ..config.models import ExperimentConfig
 from ..energy.baseline import IdleBaselines
 from ..energy.meter import Meter
-from ..energy.opening import open_meter
 from ..results.schema import Metrics
 from .execute import BackendFactory, run_experiment
 from .serve import run_serving
@@ -30,7 +28,7 @@ def run_item(
             config,
             study_dir=study_dir,
             cache_dir=cache_dir,
-            meter=meter if meter is not None else open_meter(config.energy.meter or "auto", gpu_scope(config)),
+            meter=meter,
             idle_baselines=idle_baselines,
         )
     return run_experiment(

@@ -13,7 +13,7 @@ from typing import Any
 from ..config.models import ExperimentConfig
 from ..config.platform import detect_platform
 from ..config.serving import batch_limit
-from ..energy.baseline import IdleBaselines, IdlePower
+from ..energy.baseline import IdleBaselines
 from ..energy.meter import Meter
 from ..energy.timeline import EnergyTimeline
 from ..results.schema import EnergyMetrics, LatencyStats, Metrics
@@ -30,9 +30,8 @@ from ..serving.server import (
     on_this_machine,
     reset_prefix_cache,
 )
-from ..workload.build import Workload, build_workload, load_tokenizer
-from ..workload.models import resolve_model
-from .execute import idle_unavailable, phase
+from ..workload.build import Workload
+from .preparation import idle_unavailable, item_meter, phase, prepare
 
 # Figures of the steady-state window, the energy ones first.
 STEADY_FIELDS = ("steady_energy_j", "steady_energy_per_output_token_j", "steady_duration_s", "steady_output_tokens")
@@ -42,32 +41,26 @@ NOT_READ_HERE = "the engine runs in the server's processes, whose peak memory th
 def run_serving(
     config: ExperimentConfig,
     *,
-    study_dir: Path | None,
-    cache_dir: Path | None,
-    meter: Meter,
-    idle_baselines: IdleBaselines | None,
+    study_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    meter: Meter | None = None,
+    idle_baselines: IdleBaselines | None = None,
 ) -> Metrics:
-    """Run ``config`` (``scenario: serving``) once and measure its load. Raises PhaseError naming the phase."""
+    """Run ``config`` (``scenario: serving``) once and measure its load. Raises PhaseError naming the phase.
+    ``meter`` and ``idle_baselines`` default as for offline items (runner/preparation.py)."""
     settings = config.serving_settings
-    revision = config.pytorch.revision if config.pytorch else None
-    with phase("model"):
-        model = resolve_model(config.model, cache_dir=cache_dir, revision=revision)
-    with phase("prompts"):
-        tokenizer = load_tokenizer(config, model)
-        workload = build_workload(config, tokenizer, base_dir=study_dir, cache_dir=cache_dir)
+    meter = item_meter(config, meter)
+    ready = prepare(config, meter, study_dir=study_dir, cache_dir=cache_dir, idle_baselines=idle_baselines)
+    tokenizer, workload, idle = ready.tokenizer, ready.workload, ready.idle
     specs = request_specs(config, workload)
     options = request_options(config, workload)
     arrivals = arrival_times(len(specs), settings.rate, settings.burstiness, config.random_seed)
-    idle: IdlePower | None = None
-    if config.baseline.enabled:
-        with phase("idle baseline"):  # before the server occupies the devices
-            idle = (idle_baselines or IdleBaselines()).get(meter, config.baseline.duration_seconds)
     timeline = EnergyTimeline(meter)
     server: StartedServer | None = None
     with tempfile.TemporaryDirectory(prefix="llem-server-") as scratch, contextlib.ExitStack() as running:
         with phase("server"):  # outside every window: start-up is no part of serving
             if settings.url is None:
-                server = running.enter_context(_vllm_server(config, str(model.location), Path(scratch) / "log"))
+                server = running.enter_context(_vllm_server(config, str(ready.model.location), Path(scratch) / "log"))
                 endpoint = Endpoint(server.base_url, config.model)
             else:
                 endpoint = external(settings.url, config.model)
