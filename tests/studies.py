@@ -1,4 +1,42 @@
-"""Study text shared by the plugin tests: the smallest real run (tiny-llama, 4 prompts, 4 tokens each)."""
+"""Study text shared by the plugin tests: the smallest real run (tiny-llama, 4 prompts, 4 tokens each), and the fake
+GPUs a temp project installs at Zeus's device layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ZEUS_FAKES = Path(__file__).parent / "zeus_fakes.py"
+
+# The pytest process and every item's process see the same fake GPUs, each drawing constant watts.
+_FAKE_GPUS_CONFTEST = """
+import zeus_fakes
+
+
+def install_fakes():
+    zeus_fakes.install(zeus_fakes.FakeGPUs(WATTS), None)
+
+
+def pytest_configure(config):
+    install_fakes()
+
+
+def pytest_llem_child_setup():
+    return [install_fakes]
+
+
+def pytest_unconfigure(config):
+    zeus_fakes.uninstall()
+"""
+
+
+def fake_gpus(pytester: pytest.Pytester, watts: Sequence[float]) -> None:
+    """Give a temp project fake GPUs drawing ``watts`` (one GPU per value), in its conftest."""
+    pytester.makepyfile(zeus_fakes=ZEUS_FAKES.read_text())
+    pytester.makeconftest(_FAKE_GPUS_CONFTEST.replace("WATTS", repr([float(w) for w in watts])))
+
 
 FAST = """
 model: builtin:tiny-llama

@@ -11,29 +11,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llem.serving.server import free_port
+from tests import studies
 from tests.openai_fake import FakeOpenAIServer
-
-FAKES = Path(__file__).parent.parent / "zeus_fakes.py"
-
-CONFTEST = """
-import zeus_fakes
-
-
-def install_fakes():
-    zeus_fakes.install(zeus_fakes.FakeGPUs([WATTS]), None)
-
-
-def pytest_configure(config):
-    install_fakes()
-
-
-def pytest_llem_child_setup():
-    return [install_fakes]
-
-
-def pytest_unconfigure(config):
-    zeus_fakes.uninstall()
-"""
 
 STUDY = """
 model: builtin:tiny-llama
@@ -61,8 +40,7 @@ def server():
 
 
 def project(pytester: pytest.Pytester, url: str, watts: float = 200.0, study: str = STUDY, gpus: int = 1) -> None:
-    pytester.makepyfile(zeus_fakes=FAKES.read_text())
-    pytester.makeconftest(CONFTEST.replace("WATTS", ", ".join([str(watts)] * gpus)))
+    studies.fake_gpus(pytester, [watts] * gpus)
     pytester.makefile(".yaml", study_serve=study.format(url=url))
 
 

