@@ -17,7 +17,7 @@ from pathlib import Path
 from .backends.placement import gpu_scope
 from .config.models import ExecutionConfig, ExperimentConfig
 from .energy.baseline import IdleBaselines
-from .energy.gpu_settings import Wanted, applied
+from .energy.gpu_settings import Wanted, applied, restore_left_behind
 from .energy.meter import EVERY_GPU, GpuDevice, Meter, resolve_choice
 from .energy.opening import MeterPool
 from .errors import MeasurementWarningError
@@ -56,6 +56,7 @@ class MeasurementSession:
         # The idle baseline is measured under the settings: one measured under others is not reused.
         self.idle_baselines.gpu_settings = (wanted, scope.indices) if wanted.anything else None
         if not wanted.anything:
+            restore_left_behind(scope, self.gpu_journals)  # not under the settings of a session that is gone
             return self._run(config, execution, study_dir=study_dir, cache_dir=cache_dir)
         with applied(wanted, scope, self.gpu_journals) as settings:
             metrics = self._run(config, execution, study_dir=study_dir, cache_dir=cache_dir)

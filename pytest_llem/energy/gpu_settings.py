@@ -163,7 +163,8 @@ class Applied:
         try:
             with warnings.catch_warnings():  # Zeus's SYS_ADMIN warning: a refusal is explained below, once
                 warnings.simplefilter("ignore")
-                self._restore_left_behind()
+                self._doing = "put back what a session that is gone left changed"
+                _restore_left_behind(self._gpus, self._indices, self._journal)
                 for index in self._indices:
                     self._doing = f"read GPU {physical_index_of(self._gpus, index)}'s allowed power limits"
                     _check_range(self._gpus, index, self._wanted)
@@ -195,31 +196,6 @@ class Applied:
             if problems:
                 raise GpuSettingsError(f"{error}; restoring failed too: {_unrestored(problems)}") from None
             raise error from None
-
-    def _restore_left_behind(self) -> None:
-        """A session on this host that is gone left these GPUs changed: put them back first (and say so in the item's
-        log), or refuse in one line naming doctor."""
-        mine = {physical_index_of(self._gpus, i): i for i in self._indices}
-        with self._journal.locked():
-            for path, document, changes in self._journal.left_behind():
-                covered = {mine[c.physical_index]: c for c in changes if c.physical_index in mine}
-                if not covered:
-                    continue
-                self._doing = f"put back what a session that is gone left changed ({path})"
-                problems = restore_changes(self._gpus, covered)
-                if problems:
-                    raise GpuSettingsError(
-                        f"a session that is gone (pid {document.get('pid')}) left GPU settings changed and they could "
-                        f"not be put back ({'; '.join(problems.values())}); `llem doctor --restore` puts them back "
-                        f"from {path}"
-                    )
-                rewrite(path, document, [c for c in changes if c.physical_index not in mine])
-                put_back = "; ".join(restored(c) for c in covered.values())
-                print(
-                    f"pytest-llem: put back {put_back}, which a session that is gone (pid {document.get('pid')}) left "
-                    f"changed ({path})",
-                    file=sys.stderr,  # in this item's captured log
-                )
 
     def _set(self, index: int) -> None:
         change = self._changes[index]
@@ -313,6 +289,46 @@ def selected(gpus: Any, scope: GpuScope) -> list[int]:
     """The Zeus (CUDA) indices of ``scope`` this process sees."""
     visible = len(gpus)
     return list(range(visible)) if scope.indices is None else [i for i in scope.indices if i < visible]
+
+
+def _restore_left_behind(gpus: Any, indices: Sequence[int], journal: Journal) -> None:
+    """A session on this host that is gone left these GPUs changed: put them back first (and say so in the item's
+    log), or refuse in one line naming doctor."""
+    mine = {physical_index_of(gpus, i): i for i in indices}
+    with journal.locked():
+        for path, document, changes in journal.left_behind():
+            covered = {mine[c.physical_index]: c for c in changes if c.physical_index in mine}
+            if not covered:
+                continue
+            problems = restore_changes(gpus, covered)
+            if problems:
+                raise GpuSettingsError(
+                    f"a session that is gone (pid {document.get('pid')}) left GPU settings changed and they could "
+                    f"not be put back ({'; '.join(problems.values())}); `llem doctor --restore` puts them back "
+                    f"from {path}"
+                )
+            rewrite(path, document, [c for c in changes if c.physical_index not in mine])
+            put_back = "; ".join(restored(c) for c in covered.values())
+            print(
+                f"pytest-llem: put back {put_back}, which a session that is gone (pid {document.get('pid')}) left "
+                f"changed ({path})",
+                file=sys.stderr,  # in this item's captured log
+            )
+
+
+def restore_left_behind(scope: GpuScope, journal_folder: Path | None) -> None:
+    """Before an item that sets nothing: put back what a session that is gone left changed on its GPUs, so that it
+    does not run under another session's settings. Free (no Zeus) unless such a journal exists."""
+    journal = Journal(journal_folder)
+    if next(journal.left_behind(), None) is None:
+        return
+    try:
+        gpus = zeus_gpus()
+    except GpuSettingsSkipped:  # no GPU visible here: nothing of this item runs under those settings
+        return
+    with warnings.catch_warnings():  # Zeus's SYS_ADMIN warning: a refusal is explained in the error
+        warnings.simplefilter("ignore")
+        _restore_left_behind(gpus, selected(gpus, scope), journal)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,14 @@ from zeus.device.gpu.common import ZeusGPUNotSupportedError
 from pytest_llem.cli import main
 from pytest_llem.energy.gpu_journal import JOURNALS, GpuSettingsError, Journal
 from pytest_llem.energy.gpu_restore import restore_journals
-from pytest_llem.energy.gpu_settings import NEEDS_RIGHT, Applied, GpuSettingsSkipped, Wanted, applied
+from pytest_llem.energy.gpu_settings import (
+    NEEDS_RIGHT,
+    Applied,
+    GpuSettingsSkipped,
+    Wanted,
+    applied,
+    restore_left_behind,
+)
 from pytest_llem.energy.meter import EVERY_GPU, GpuScope
 from pytest_llem.energy.opening import open_meter
 from pytest_llem.results.environment import Environment, GpuFingerprint
@@ -269,6 +276,31 @@ def test_a_journal_left_by_a_session_that_is_gone_that_cannot_be_restored_refuse
     assert "\n" not in message and "llem doctor --restore" in message and str(left) in message
     assert not isinstance(raised.value, GpuSettingsSkipped)
     assert [p.name for p in tmp_path.glob("*.json")] == [left.name] and limits(fakes) == {0: 300.0}
+
+
+def test_an_item_that_sets_nothing_first_puts_back_what_a_session_that_is_gone_left_on_its_gpus(
+    gpus, tmp_path, capsys
+) -> None:
+    fakes = gpus(2)
+    fakes.physical[0].set_power_management_limit(300_000)  # what the killed session left
+    fakes.physical[1].set_power_management_limit(400_000)
+    left = journal_of(tmp_path / f"{socket.gethostname()}-{GONE}.json", GONE, (0, 700_000, False), (1, 650_000, False))
+    restore_left_behind(FIRST, tmp_path)
+    assert limits(fakes) == {0: 700.0, 1: 400.0}  # GPU 1 is not this item's: its entry stays, for doctor
+    assert [c["physical_index"] for c in json.loads(left.read_text())["gpus"]] == [1]
+    assert f"put back GPU 0: power limit 700 W, which a session that is gone (pid {GONE})" in capsys.readouterr().err
+    restore_left_behind(EVERY_GPU, tmp_path)
+    assert limits(fakes) == {0: 700.0, 1: 650.0} and list(tmp_path.glob("*.json")) == []
+
+
+def test_an_item_that_sets_nothing_touches_no_gpu_without_a_journal_left_behind(gpus, tmp_path) -> None:
+    fakes = gpus(1)
+    fakes.physical[0].set_power_management_limit(300_000)  # the machine's own: not this tool's to change
+    before = fakes.driver.calls
+    journal_of(tmp_path / f"{socket.gethostname()}-{os.getpid()}.json", os.getpid(), (0, 700_000, False))  # running
+    restore_left_behind(EVERY_GPU, tmp_path)
+    restore_left_behind(EVERY_GPU, tmp_path / "absent")
+    assert limits(fakes) == {0: 300.0} and fakes.driver.calls == before
 
 
 def test_doctor_leaves_another_hosts_journal_in_place_and_says_so(gpus, tmp_path, capsys) -> None:
