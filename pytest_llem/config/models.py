@@ -160,6 +160,12 @@ class ExperimentConfig(_Strict):
     scenario: Scenario = Field("offline", description="offline: every prompt at once; serving: requests over time")
     serving: ServingConfig | None = None
 
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_setting_something(cls, value: GpuConfig | None) -> GpuConfig | None:
+        """``gpu: {}`` (or a sweep's ``null``) changes nothing: the same experiment, and config hash, as no section."""
+        return value if value is not None and value.sets_anything else None
+
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:

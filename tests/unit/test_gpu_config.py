@@ -38,6 +38,9 @@ def test_an_experiment_without_the_section_keeps_the_hash_it_had_before_the_sect
     plain = ExperimentConfig(model="m")
     assert "gpu" not in plain.identity()
     assert compute_config_hash(plain) == "7f42f9e6c045cb27"  # as computed before gpu: was added
+    for nothing in ({}, {"power_limit_w": None, "locked_clocks_mhz": None}):  # e.g. a sweep's null: as no section
+        same = ExperimentConfig(model="m", gpu=nothing)
+        assert same.gpu is None and compute_config_hash(same) == compute_config_hash(plain)
 
 
 @pytest.mark.parametrize(
