@@ -109,13 +109,11 @@ def steady_window(records: Sequence[RequestRecord], rate: float, batch_limit: in
         start = sorted(r.first_token_s for r in done)[batch_limit - 1]
         end = sorted(r.end_s for r in done)[len(done) - batch_limit - 1]
     else:
-        rule = "from the first request's first token to the last arrival"
+        rule = "from the load's first token to the last arrival"
         if not done:
             return SteadyWindow(None, None, rule, "no request completed")
-        first = min(records, key=lambda r: r.send_s)
-        if not first.ok:
-            return SteadyWindow(None, None, rule, "the first request sent failed")
-        start, end = first.first_token_s, max(r.send_s for r in records)
+        # The first token of any request: one failed request early in the load does not void the window.
+        start, end = min(r.first_token_s for r in done), max(r.send_s for r in records)
     if end <= start:
         return SteadyWindow(None, None, rule, "the window is empty: it ends before it starts")
     return SteadyWindow(start, end, rule)
