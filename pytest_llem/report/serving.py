@@ -76,12 +76,15 @@ class RateChoice:
     def lines(self) -> list[str]:
         rate = f"rate {self.rate}" + ("" if self.rate == "inf" else " req/s")
         if self.best is None or self.best_j_per_token is None:
-            why = "no configuration meets the SLO" if self.missing_slo else "steady J/tok was not measured"
-            return [f"  {rate}: {why}"]
-        meeting = "meeting the SLO" if self.slo else "(no SLO set)"
-        digits = display_digits(self.best_j_per_token)
-        lines = [f"  {rate}: {self.best} costs the least {meeting}: {self.best_j_per_token:.{digits}f} J/tok steady"]
-        lines += [f"    {name}: {more:+.0%}" for name, more in self.others.items()]
+            why = "steady J/tok was not measured" if self.unpriced else "no configuration meets the SLO"
+            lines = [f"  {rate}: {why}"]
+        else:
+            meeting = "meeting the SLO" if self.slo else "(no SLO set)"
+            digits = display_digits(self.best_j_per_token)
+            lines = [
+                f"  {rate}: {self.best} costs the least {meeting}: {self.best_j_per_token:.{digits}f} J/tok steady"
+            ]
+            lines += [f"    {name}: {more:+.0%}" for name, more in self.others.items()]
         lines += [
             f"    {name}: misses the SLO ({share:.0%} of requests within it)"
             for name, share in self.missing_slo.items()

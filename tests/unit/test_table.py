@@ -52,6 +52,24 @@ def test_serving_rows_get_their_own_table_and_the_cheapest_config_meeting_the_sl
     ]
 
 
+def test_without_a_price_at_a_rate_the_lines_say_why_and_still_list_each_configuration() -> None:
+    results = [
+        serving_result("met", 8.0, None, 0.95),  # meets the SLO, its steady J/tok not measured
+        serving_result("missed", 8.0, 0.01, 0.50),
+        serving_result("missed-inf", "inf", 0.01, 0.38),
+    ]
+    session = session_of(results)
+    lines = render_study(session.studies[STUDY], session)
+    below = lines[lines.index("cheapest steady energy per token meeting the SLO, per request rate:") + 1 :]
+    assert below[:5] == [
+        "  rate 8 req/s: steady J/tok was not measured",
+        "    missed: misses the SLO (50% of requests within it)",
+        "    met: steady J/tok not measured",
+        "  rate inf: no configuration meets the SLO",
+        "    missed-inf: misses the SLO (38% of requests within it)",
+    ]
+
+
 def test_the_serving_table_gains_the_limit_where_it_varies() -> None:
     results = [
         serving_result("low", 8.0, 0.02, 1.0, gpu_power_limit_w=300.0),
