@@ -10,7 +10,6 @@ from ..energy.baseline import IdleBaselines
 from ..energy.meter import Meter
 from ..results.schema import Metrics
 from .execute import BackendFactory, run_experiment
-from .serve import run_serving
 
 
 def run_item(
@@ -24,6 +23,8 @@ def run_item(
 ) -> Metrics:
     """Run ``config`` once as its scenario says. A serving item starts a server instead of a backend."""
     if config.scenario == "serving":
+        from .serve import run_serving  # aiohttp (the serving extra) only where a serving item runs
+
         return run_serving(
             config,
             study_dir=study_dir,

@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp  # here, not in the load: its import would land inside the measured window
+
 from .requests import RequestRecord, RequestSpec, payload
 
 # A stream that sends nothing for this long is a failed request, not a hung item.
@@ -43,8 +45,6 @@ async def _load(
     options: dict[str, Any],
     max_concurrency: int | None,
 ) -> list[RequestRecord]:
-    import aiohttp
-
     url = base_url.rstrip("/") + "/v1/completions"
     limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     connector = aiohttp.TCPConnector(limit=max_concurrency or 0, limit_per_host=max_concurrency or 0)
