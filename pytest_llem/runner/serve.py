@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..backends.vllm import sampling_options
 from ..config.models import ExperimentConfig
 from ..config.platform import detect_platform
 from ..config.serving import batch_limit
@@ -190,26 +191,14 @@ def request_specs(config: ExperimentConfig, workload: Workload) -> list[RequestS
 
 
 def request_options(config: ExperimentConfig, workload: Workload) -> dict[str, Any]:
-    """The rest of each request's body: the decoder settings, then ``vllm.sampling`` as written. ``ignore_eos`` and
+    """The rest of each request's body: the sampling settings an offline vLLM item uses (the decoder, then
+    ``vllm.sampling`` as written), less the length, which is each request's own. ``ignore_eos`` and
     ``add_special_tokens`` are vLLM's extensions of the API (SGLang's too; other servers ignore them)."""
-    decoder = config.decoder
-    options: dict[str, Any] = {"temperature": 0.0} if decoder.greedy else {"temperature": decoder.temperature}
-    if not decoder.greedy:
-        options["top_p"] = decoder.top_p
+    options = {k: v for k, v in sampling_options(config).items() if k not in ("max_tokens", "n")}
+    if not config.decoder.greedy:
+        # Batches form by timing here, not in prompt order: a seed per request keeps sampling repeatable (and is the
+        # only seed a server at a url takes from us).
         options["seed"] = config.random_seed
-        if decoder.top_k > 0:
-            options["top_k"] = decoder.top_k
-        if decoder.min_p is not None:
-            options["min_p"] = decoder.min_p
-    if decoder.repetition_penalty != 1.0:
-        options["repetition_penalty"] = decoder.repetition_penalty
-    if decoder.min_new_tokens is not None:
-        options["min_tokens"] = decoder.min_new_tokens
-    if config.dataset.output_policy not in (None, "natural"):
-        options["ignore_eos"] = True  # the request's length is decided: EOS must not cut it
     if workload.templated:
         options["add_special_tokens"] = False  # the chat template holds them already
-    sampling = config.vllm.sampling if config.vllm is not None else None
-    if sampling is not None:
-        options.update(sampling.model_dump(exclude_none=True, exclude={"max_tokens", "n"}))
     return options

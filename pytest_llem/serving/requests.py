@@ -53,7 +53,7 @@ class RequestRecord:
 
 def payload(spec: RequestSpec, model_name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The JSON body of one ``/v1/completions`` request: streamed, with the usage count at the end."""
-    return {
+    body = {
         "model": model_name,
         "prompt": spec.prompt,
         "max_tokens": spec.max_tokens,
@@ -61,3 +61,6 @@ def payload(spec: RequestSpec, model_name: str, options: dict[str, Any]) -> dict
         "stream_options": {"include_usage": True},
         **options,
     }
+    if "min_tokens" in body:  # a server refuses a minimum above the request's own length
+        body["min_tokens"] = min(body["min_tokens"], spec.max_tokens)
+    return body

@@ -17,11 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from pytest_llem.backends.vllm import sampling_options
 from pytest_llem.config.models import ExperimentConfig
+from pytest_llem.runner.serve import request_options, request_specs
 from pytest_llem.serving.arrivals import arrival_times
 from pytest_llem.serving.client import run_load, warm_up
 from pytest_llem.serving.metrics import steady_warnings, steady_window, summarize, tokens_between
-from pytest_llem.serving.requests import RequestRecord, RequestSpec
+from pytest_llem.serving.requests import RequestRecord, RequestSpec, payload
 from pytest_llem.serving.server import (
     ServerError,
     StartedServer,
@@ -32,6 +34,7 @@ from pytest_llem.serving.server import (
 )
 from pytest_llem.serving.vllm_server import server_argv
 from pytest_llem.study.hashing import compute_config_hash
+from pytest_llem.workload.build import Workload
 from tests.openai_fake import FakeOpenAIServer
 
 
@@ -416,3 +419,22 @@ def test_a_server_never_outlives_the_item_that_started_it(tmp_path: Path, kill: 
         for pid in [int(p) for p in (tmp_path / "pids").read_text().split()] if (tmp_path / "pids").exists() else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_request_samples_as_an_offline_vllm_item_of_the_same_config_with_its_own_length() -> None:
+    config = serving(
+        decoder={"temperature": 0.7, "top_k": 20, "min_new_tokens": 16, "repetition_penalty": 1.2},
+        max_output_tokens=32,
+        vllm={"sampling": {"presence_penalty": 0.5}},
+        serving=capped(),
+    )
+    options = request_options(config, Workload(["hi"], templated=True))
+    offline = sampling_options(config)
+    assert {k: v for k, v in options.items() if k not in ("seed", "add_special_tokens")} == {
+        k: v for k, v in offline.items() if k not in ("max_tokens", "n")
+    }
+    assert options["seed"] == config.random_seed and options["add_special_tokens"] is False
+    [spec] = request_specs(config, Workload(["hi"], templated=True, output_lens=[6]))  # e.g. a reference length
+    body = payload(spec, "m", options)
+    assert body["max_tokens"] == 6 and body["presence_penalty"] == 0.5
+    assert body["min_tokens"] == 6  # 16 asked, but no request may ask for more than its own length
