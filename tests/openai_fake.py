@@ -89,14 +89,22 @@ class FakeOpenAIServer:
                     number = len(fake.bodies)
                     fake.in_flight += 1
                     fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+                self.in_flight = True
+                if self.path != "/v1/completions" or (fake.fail_every and number % fake.fail_every == 0):
+                    self._done()
+                    self._json(500, {"error": "failed on purpose"})
+                    return
                 try:
-                    if self.path != "/v1/completions" or (fake.fail_every and number % fake.fail_every == 0):
-                        self._json(500, {"error": "failed on purpose"})
-                        return
                     self._stream(body)
                 finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
+                    self._done()
+
+            def _done(self) -> None:
+                """Out of flight before the last byte: the client frees its slot (and may send the next request) as
+                soon as it has read it, maybe before this thread runs again."""
+                with fake._lock:
+                    fake.in_flight -= self.in_flight  # once, however the request ends
+                    self.in_flight = False
 
             def _stream(self, body: dict[str, Any]) -> None:
                 self.send_response(200)
@@ -110,6 +118,7 @@ class FakeOpenAIServer:
                     prompt_tokens = len(body["prompt"].split())
                     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": body["max_tokens"]}
                     self._event({"choices": [], "usage": usage})
+                self._done()
                 self.wfile.write(b"data: [DONE]\n\n")
 
             def _event(self, event: dict[str, Any]) -> None:
